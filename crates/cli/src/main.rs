@@ -1,1 +1,52 @@
-fn main(){}
+//! `capsule`: the command-line front end. A thin adapter: it parses
+//! arguments, calls the libraries, and prints tables or JSON. It owns no
+//! logic that a library should own.
+
+#![forbid(unsafe_code)]
+
+mod bench;
+mod demo;
+mod kernel_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Capsule: a governed runtime for AI agents.
+#[derive(Parser)]
+#[command(name = "capsule", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run or check the kernel (the simulated open-quantum-system state core).
+    Kernel {
+        #[command(subcommand)]
+        command: kernel_cmd::KernelCommand,
+    },
+    /// A short guided session on embedded defaults.
+    Demo(demo::DemoArgs),
+    /// Measure performance against reference implementations.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Kernel { command } => kernel_cmd::run(command),
+        Command::Demo(args) => demo::run(args),
+        Command::Bench { command } => bench::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -240,6 +240,11 @@ impl Kernel {
         self.corrections
     }
 
+    /// Checks a workspace vector without stepping.
+    pub fn validate_workspace(&self, gw: &[f64]) -> Result<()> {
+        self.drive.validate(gw)
+    }
+
     /// Back to the ground state at t = 0; clears a halt.
     pub fn reset(&mut self) -> Result<()> {
         self.state = DensityMatrix::basis(self.config.dim, 0)?;

@@ -204,7 +204,8 @@ pub fn eigvalsh(m: MatRef<'_, c64>) -> Result<Vec<f64>> {
 
 /// Implicit QL with Wilkinson shifts on a symmetric tridiagonal matrix with
 /// diagonal `d` and off-diagonal `e` (`e[i]` couples `i` and `i+1`; `e[n−1]`
-/// is ignored). On success `d` holds the eigenvalues (unsorted).
+/// is ignored). On success `d` holds the eigenvalues (unsorted), accurate to
+/// about ε times the largest |entry|.
 /// Numerical Recipes 3rd ed. §11.4.3 (`tqli`), eigenvalues only.
 pub fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Option<()> {
     const MAX_SWEEPS: u32 = 60;
@@ -214,12 +215,24 @@ pub fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Option<()> {
         return Some(());
     }
     e[n - 1] = 0.0;
+    // Scale to unit max-norm so that sqrt(f² + g²) below can neither overflow
+    // nor underflow; libm's hypot costs ~3× the whole iteration otherwise.
+    let scale = d.iter().chain(e.iter()).fold(0.0f64, |m, x| m.max(x.abs()));
+    if scale == 0.0 || !scale.is_finite() {
+        return scale.is_finite().then_some(());
+    }
+    d.iter_mut().chain(e.iter_mut()).for_each(|x| *x /= scale);
+    let hypot = |a: f64, b: f64| (a * a + b * b).sqrt();
     for l in 0..n {
         let mut sweeps = 0;
         loop {
             let mut m = l;
             while m + 1 < n {
-                let dd = d[m].abs() + d[m + 1].abs();
+                // Absolute deflation (the matrix is scaled to max-norm 1):
+                // eigenvalues come out accurate to ~ε·‖T‖, which is what the
+                // observables need, without chasing tiny eigenvalues to full
+                // relative accuracy (many more sweeps for a PSD ρ).
+                let dd = d[m].abs() + d[m + 1].abs() + 1.0;
                 if e[m].abs() <= f64::EPSILON * dd {
                     break;
                 }
@@ -233,7 +246,7 @@ pub fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Option<()> {
                 return None;
             }
             let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-            let mut r = g.hypot(1.0);
+            let mut r = hypot(g, 1.0);
             g = d[m] - d[l] + e[l] / (g + r.copysign(g));
             let (mut s, mut c, mut p) = (1.0f64, 1.0f64, 0.0f64);
             let mut i = m;
@@ -242,7 +255,7 @@ pub fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Option<()> {
                 i -= 1;
                 let f = s * e[i];
                 let b = c * e[i];
-                r = f.hypot(g);
+                r = hypot(f, g);
                 e[i + 1] = r;
                 if r == 0.0 {
                     d[i + 1] -= p;
@@ -266,6 +279,7 @@ pub fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Option<()> {
             e[m] = 0.0;
         }
     }
+    d.iter_mut().for_each(|x| *x *= scale);
     Some(())
 }
 
