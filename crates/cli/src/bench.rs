@@ -134,6 +134,11 @@ impl Drop for Reference {
     }
 }
 
+/// Pause between the two halves of a round: OpenBLAS worker threads spin
+/// for ~0.1 s after a NumPy call (and rayon's briefly after ours), which
+/// would steal the other side's second core.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -299,7 +304,9 @@ fn peak_row(reference: &mut Option<Reference>, rounds: usize) -> Result<Row> {
             faer::linalg::matmul::matmul(c.as_mut(), faer::Accum::Replace, a.as_ref(), b.as_ref(), linalg::ONE, linalg::par_for(d))
         }));
         if let Some(r) = reference.as_mut() {
+            std::thread::sleep(SETTLE);
             row.reference.push(ns_of(&r.ask(&json!({ "op": "zgemm", "d": d, "reps": 3 }))?)?);
+            std::thread::sleep(SETTLE);
         }
     }
     let flops = 8.0 * (d as f64).powi(3);
@@ -371,7 +378,9 @@ fn bench_row(op: Op, d: usize, reference: &mut Option<Reference>, rounds: usize)
     for _ in 0..rounds {
         row.capsule.push(time_median(reps, &mut capsule));
         if let Some(r) = reference.as_mut() {
+            std::thread::sleep(SETTLE);
             let reply = r.ask(&request)?;
+            std::thread::sleep(SETTLE);
             row.reference.push(ns_of(&reply)?);
             for key in ["reference_error", "capsule_error", "atol", "rtol", "qutip"] {
                 if let Some(v) = reply.get(key) {

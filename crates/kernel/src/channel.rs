@@ -9,8 +9,7 @@
 use crate::density::DensityMatrix;
 use crate::error::{KernelError, Result};
 use crate::linalg::{self, c64, ONE, ZERO};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef};
+use faer::{Mat, MatMut, MatRef};
 
 /// Completeness tolerance ‖Σ K†K − I‖ (SPEC K1).
 pub const COMPLETENESS_TOL: f64 = 1e-10;
@@ -142,15 +141,8 @@ impl KrausChannel {
         let d = self.dim;
         let kd = self.count * d;
         let k = MatRef::from_column_major_slice(&self.stack, kd, d);
-        matmul(
-            MatMut::from_column_major_slice_mut(scratch, kd, d),
-            Accum::Replace,
-            k,
-            x,
-            ONE,
-            linalg::par_for(d),
-        );
-        linalg::stacked_sum_lower(scratch, &self.stack, out, Accum::Replace);
+        linalg::product(MatMut::from_column_major_slice_mut(scratch, kd, d), k, x);
+        linalg::stacked_sum_lower(scratch, &self.stack, out);
     }
 
     fn check_dim(&self, d: usize) -> Result<()> {

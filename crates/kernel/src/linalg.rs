@@ -16,6 +16,7 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::tridiag;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 pub use faer::c64;
@@ -29,6 +30,31 @@ pub const ONE: c64 = c64 { re: 1.0, im: 0.0 };
 /// cost of a thread pool exceeds the work (measured: d = 64 is ~1.5× slower
 /// on two threads than on one).
 pub const PARALLEL_MIN_DIM: usize = 128;
+
+/// From this dimension up to [`PARALLEL_MIN_DIM`] products are split in two
+/// halves by hand, one per thread (faer's own split at d = 64 costs more
+/// than it saves; two independent single-threaded halves do not).
+pub const SPLIT_MIN_DIM: usize = 48;
+
+fn split_in_two(d: usize) -> bool {
+    (SPLIT_MIN_DIM..PARALLEL_MIN_DIM).contains(&d) && rayon::current_num_threads() > 1
+}
+
+/// dst = lhs · rhs, parallel over two row halves for mid-sized d.
+pub fn product(dst: MatMut<'_, c64>, lhs: MatRef<'_, c64>, rhs: MatRef<'_, c64>) {
+    let d = rhs.ncols();
+    if split_in_two(d) {
+        let h = dst.nrows() / 2;
+        let (top, bottom) = dst.split_at_row_mut(h);
+        let (lt, lb) = lhs.split_at_row(h);
+        rayon::join(
+            || matmul(top, Accum::Replace, lt, rhs, ONE, Par::Seq),
+            || matmul(bottom, Accum::Replace, lb, rhs, ONE, Par::Seq),
+        );
+    } else {
+        matmul(dst, Accum::Replace, lhs, rhs, ONE, par_for(d));
+    }
+}
 
 /// Parallelism for products of dimension `d`.
 pub fn par_for(d: usize) -> Par {
@@ -120,27 +146,45 @@ pub fn gram_deviation(stack: MatRef<'_, c64>) -> f64 {
 }
 
 /// Σ_i A_i B_i† over the blocks of two stacked (k·d)×d column-major buffers,
-/// written into the lower triangle of `out` (the upper triangle is left as is).
+/// written into the lower triangle of `out` (the upper triangle is not read).
 ///
 /// A column-major (k·d)×d buffer holding blocks A_0..A_{k−1} is, read as a
 /// d×(k·d) column-major matrix, the matrix whose column `c·k + i` is column
 /// `c` of A_i; the sum of block products is then a single product M_A · M_B†.
-pub fn stacked_sum_lower(a_stack: &[c64], b_stack: &[c64], out: MatMut<'_, c64>, accum: Accum) {
+pub fn stacked_sum_lower(a_stack: &[c64], b_stack: &[c64], mut out: MatMut<'_, c64>) {
     let d = out.nrows();
     let kd = a_stack.len() / d;
     let ma = MatRef::from_column_major_slice(a_stack, d, kd);
     let mb = MatRef::from_column_major_slice(b_stack, d, kd);
-    triangular::matmul(
-        out,
-        BlockStructure::TriangularLower,
-        accum,
-        ma,
-        BlockStructure::Rectangular,
-        mb.adjoint(),
-        BlockStructure::Rectangular,
-        ONE,
-        par_for(d),
-    );
+    let lower = |dst: MatMut<'_, c64>, a: MatRef<'_, c64>, b: MatRef<'_, c64>, par: Par| {
+        triangular::matmul(
+            dst,
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            a,
+            BlockStructure::Rectangular,
+            b.adjoint(),
+            BlockStructure::Rectangular,
+            ONE,
+            par,
+        )
+    };
+    if split_in_two(d) {
+        // Two partial sums over halves of the inner dimension, then one add.
+        let h = kd / 2;
+        let mut other = Mat::<c64>::zeros(d, d);
+        rayon::join(
+            || lower(out.rb_mut(), ma.subcols(0, h), mb.subcols(0, h), Par::Seq),
+            || lower(other.as_mut(), ma.subcols(h, kd - h), mb.subcols(h, kd - h), Par::Seq),
+        );
+        for j in 0..d {
+            for i in j..d {
+                out[(i, j)] += other[(i, j)];
+            }
+        }
+    } else {
+        lower(out, ma, mb, par_for(d));
+    }
 }
 
 /// Stacks square matrices vertically into one column-major (k·d)×d buffer.
@@ -344,7 +388,7 @@ mod tests {
         }
         let s = stack_blocks(&a);
         let mut got = Mat::<c64>::zeros(d, d);
-        stacked_sum_lower(&s, &s, got.as_mut(), Accum::Replace);
+        stacked_sum_lower(&s, &s, got.as_mut());
         fill_upper_from_lower(got.as_mut());
         assert!(max_abs_diff(got.as_ref(), want.as_ref()) < 1e-12);
         assert!(max_abs_diff(unstack_block(&s, d, 1).as_ref(), a[1].as_ref()) == 0.0);

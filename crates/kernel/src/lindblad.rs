@@ -192,21 +192,13 @@ impl Lindbladian {
     /// y = scale · L(x) for Hermitian x; y is exactly Hermitian.
     fn apply_scaled(&self, x: MatRef<'_, c64>, mut y: MatMut<'_, c64>, scale: f64, s: &mut Scratch) {
         let d = self.dim;
-        let par = linalg::par_for(d);
-        matmul(s.gx.as_mut(), Accum::Replace, self.g.as_ref(), x, ONE, par);
+        linalg::product(s.gx.as_mut(), self.g.as_ref(), x);
         let diss = &*self.dissipator;
         if diss.count > 0 {
             let kd = diss.count * d;
             let l = MatRef::from_column_major_slice(&diss.stack, kd, d);
-            matmul(
-                MatMut::from_column_major_slice_mut(&mut s.stacked, kd, d),
-                Accum::Replace,
-                l,
-                x,
-                ONE,
-                par,
-            );
-            linalg::stacked_sum_lower(&s.stacked, &diss.stack, y.as_mut(), Accum::Replace);
+            linalg::product(MatMut::from_column_major_slice_mut(&mut s.stacked, kd, d), l, x);
+            linalg::stacked_sum_lower(&s.stacked, &diss.stack, y.as_mut());
         } else {
             y.fill(ZERO);
         }
