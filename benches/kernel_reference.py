@@ -34,7 +34,13 @@ def setup(path):
     print(py)
 
 
+WARMUP_S = 0.15  # untimed runs first, as the Rust side does (see bench.rs WARMUP)
+
+
 def median_ns(fn, reps):
+    start = time.perf_counter()
+    while time.perf_counter() - start < WARMUP_S:
+        fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter_ns()

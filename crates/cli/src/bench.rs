@@ -134,10 +134,11 @@ impl Drop for Reference {
     }
 }
 
-/// Pause between the two halves of a round: OpenBLAS worker threads spin
-/// for ~0.1 s after a NumPy call (and rayon's briefly after ours), which
-/// would steal the other side's second core.
-const SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+/// Each side runs its operation untimed for this long before timing it:
+/// the other side's worker threads (OpenBLAS spins ~0.1 s after a call) go
+/// quiet, and a vCPU that idled while the other side ran is back at speed.
+/// The reference script does the same (`WARMUP_S`).
+const WARMUP: std::time::Duration = std::time::Duration::from_millis(150);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -145,6 +146,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn time_median(reps: usize, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    while start.elapsed() < WARMUP {
+        f();
+    }
     median(
         (0..reps)
             .map(|_| {
@@ -304,9 +309,7 @@ fn peak_row(reference: &mut Option<Reference>, rounds: usize) -> Result<Row> {
             faer::linalg::matmul::matmul(c.as_mut(), faer::Accum::Replace, a.as_ref(), b.as_ref(), linalg::ONE, linalg::par_for(d))
         }));
         if let Some(r) = reference.as_mut() {
-            std::thread::sleep(SETTLE);
             row.reference.push(ns_of(&r.ask(&json!({ "op": "zgemm", "d": d, "reps": 3 }))?)?);
-            std::thread::sleep(SETTLE);
         }
     }
     let flops = 8.0 * (d as f64).powi(3);
@@ -350,7 +353,7 @@ fn bench_row(op: Op, d: usize, reference: &mut Option<Reference>, rounds: usize)
             let l = kernel_lindbladian(d)?;
             let psi: Vec<c64> = (0..d).map(|_| c64::new(standard_normal(&mut rng), standard_normal(&mut rng))).collect();
             let start = DensityMatrix::pure(&psi)?;
-            let result = l.evolve(&start, 1.0, EVOLVE_TARGET / 10.0)?;
+            let result = l.evolve(&start, 1.0, EVOLVE_TARGET)?;
             row.extra.insert("generator_applications".into(), json!(result.generator_applications));
             if reference.is_some() {
                 let problem = std::env::temp_dir().join(format!("capsule-evolve-{}.json", std::process::id()));
@@ -364,7 +367,7 @@ fn bench_row(op: Op, d: usize, reference: &mut Option<Reference>, rounds: usize)
                 row.extra.insert("problem".into(), json!(problem.display().to_string()));
             }
             Box::new(move || {
-                std::hint::black_box(l.evolve(&start, 1.0, EVOLVE_TARGET / 10.0).ok());
+                std::hint::black_box(l.evolve(&start, 1.0, EVOLVE_TARGET).ok());
             })
         }
     };
@@ -374,13 +377,10 @@ fn bench_row(op: Op, d: usize, reference: &mut Option<Reference>, rounds: usize)
         Op::Lindblad => json!({ "op": "lindblad", "d": d, "dt": LINDBLAD_DT, "degree": LINDBLAD_DEGREE, "reps": reps }),
         Op::Evolve => json!({ "op": "evolve", "problem": row.extra.get("problem").cloned().unwrap_or(Value::Null), "reps": reps }),
     };
-    capsule();
     for _ in 0..rounds {
         row.capsule.push(time_median(reps, &mut capsule));
         if let Some(r) = reference.as_mut() {
-            std::thread::sleep(SETTLE);
             let reply = r.ask(&request)?;
-            std::thread::sleep(SETTLE);
             row.reference.push(ns_of(&reply)?);
             for key in ["reference_error", "capsule_error", "atol", "rtol", "qutip"] {
                 if let Some(v) = reply.get(key) {
