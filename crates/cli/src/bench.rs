@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use capsule_kernel::linalg::{self, c64, standard_normal};
-use capsule_kernel::{lindblad, DensityMatrix, KernelConfig, KrausChannel, Lindbladian, WorkspaceDrive};
+use capsule_kernel::{lindblad, random, DensityMatrix, KernelConfig, Lindbladian, WorkspaceDrive};
 use clap::{Args, Subcommand, ValueEnum};
 use faer::Mat;
 use rand::SeedableRng;
@@ -88,14 +88,19 @@ impl Reference {
         if !script.exists() {
             bail!("reference script {} not found (run from a source checkout, or pass --no-reference)", script.display());
         }
-        eprintln!("preparing the NumPy/QuTiP reference in {} …", venv.display());
+        eprintln!(
+            "preparing the NumPy/QuTiP reference in {} …",
+            venv.display()
+        );
         let out = Command::new("python3")
             .arg(&script)
             .arg("setup")
             .arg(venv)
             .stderr(Stdio::inherit())
             .output()
-            .context("cannot run python3 (needed for the reference; pass --no-reference to skip it)")?;
+            .context(
+                "cannot run python3 (needed for the reference; pass --no-reference to skip it)",
+            )?;
         if !out.status.success() {
             bail!("setting up the reference venv failed ({})", out.status);
         }
@@ -109,7 +114,11 @@ impl Reference {
             .context("cannot start the reference process")?;
         let stdin = child.stdin.take().context("reference stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("reference stdout")?);
-        Ok(Reference { child, stdin, stdout })
+        Ok(Reference {
+            child,
+            stdin,
+            stdout,
+        })
     }
 
     fn ask(&mut self, request: &Value) -> Result<Value> {
@@ -119,7 +128,8 @@ impl Reference {
         if self.stdout.read_line(&mut line)? == 0 {
             bail!("the reference process exited while answering {request}");
         }
-        let reply: Value = serde_json::from_str(&line).with_context(|| format!("reference reply {line:?}"))?;
+        let reply: Value =
+            serde_json::from_str(&line).with_context(|| format!("reference reply {line:?}"))?;
         if let Some(e) = reply.get("error") {
             bail!("reference failed on {request}: {e}");
         }
@@ -174,31 +184,26 @@ fn reps_for(op: Op, d: usize) -> usize {
     }
 }
 
-fn random_state(d: usize, rng: &mut ChaCha8Rng) -> Result<DensityMatrix> {
-    let a = linalg::random_gaussian(d, rng);
-    let m = &a * a.adjoint();
-    let tr = linalg::trace(m.as_ref()).re;
-    Ok(DensityMatrix::new(m * faer::Scale(c64::new(1.0 / tr, 0.0)))?)
-}
-
-fn random_channel(d: usize, k: usize, rng: &mut ChaCha8Rng) -> Result<KrausChannel> {
-    let a = Mat::from_fn(k * d, d, |_, _| c64::new(standard_normal(rng), standard_normal(rng)));
-    let q = a.qr().compute_thin_Q();
-    let ops: Vec<Mat<c64>> = (0..k).map(|i| q.subrows(i * d, d).to_owned()).collect();
-    Ok(KrausChannel::new(&ops)?)
-}
-
 /// The kernel's own Hamiltonian (default config, unit-norm workspace) and jump operators.
 fn kernel_lindbladian(d: usize) -> Result<Lindbladian> {
-    let cfg = KernelConfig { dim: d, ..KernelConfig::default() };
+    let cfg = KernelConfig {
+        dim: d,
+        ..KernelConfig::default()
+    };
     let n = cfg.workspace_dim;
-    let gw: Vec<f64> = (0..n).map(|j| 1.0 / (n as f64).sqrt() * if j % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let gw: Vec<f64> = (0..n)
+        .map(|j| 1.0 / (n as f64).sqrt() * if j % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
     let h = WorkspaceDrive::new(d, n, cfg.seed)?.hamiltonian(&gw)?;
     Ok(Lindbladian::from_operators(h, &cfg.jump_operators())?)
 }
 
 fn matrix_json(m: faer::MatRef<'_, c64>) -> Value {
-    let rows = |f: fn(c64) -> f64| -> Vec<Vec<f64>> { (0..m.nrows()).map(|i| (0..m.ncols()).map(|j| f(m[(i, j)])).collect()).collect() };
+    let rows = |f: fn(c64) -> f64| -> Vec<Vec<f64>> {
+        (0..m.nrows())
+            .map(|i| (0..m.ncols()).map(|j| f(m[(i, j)])).collect())
+            .collect()
+    };
     json!({ "re": rows(|z| z.re), "im": rows(|z| z.im) })
 }
 
@@ -217,7 +222,12 @@ impl Row {
         let (num, ratio) = if self.reference.is_empty() {
             (Value::Null, Value::Null)
         } else {
-            let ratios: Vec<f64> = self.reference.iter().zip(&self.capsule).map(|(n, c)| n / c).collect();
+            let ratios: Vec<f64> = self
+                .reference
+                .iter()
+                .zip(&self.capsule)
+                .map(|(n, c)| n / c)
+                .collect();
             (json!(median(self.reference.clone())), json!(median(ratios)))
         };
         let mut v = json!({ "op": self.op, "d": self.d, "median_ns": cap, "numpy_median_ns": num, "ratio": ratio });
@@ -245,11 +255,17 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     let mut reference = if args.no_reference {
         None
     } else {
-        let venv = args.venv.clone().unwrap_or_else(|| workspace_root().join(".bench-venv"));
+        let venv = args
+            .venv
+            .clone()
+            .unwrap_or_else(|| workspace_root().join(".bench-venv"));
         Some(Reference::start(&venv)?)
     };
     if !args.json {
-        println!("{:<10} {:>5} {:>14} {:>14} {:>9}  notes", "op", "d", "capsule", "reference", "ref/caps");
+        println!(
+            "{:<10} {:>5} {:>14} {:>14} {:>9}  notes",
+            "op", "d", "capsule", "reference", "ref/caps"
+        );
     }
     let peak = if ops.contains(&Op::Kraus) && dims.iter().any(|&d| d >= 64) {
         Some(peak_row(&mut reference, args.rounds)?)
@@ -259,16 +275,25 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     if let Some(row) = &peak {
         emit(row, args.json);
     }
-    let peak_gflops = peak.as_ref().map(|r| r.extra["peak_gflops"].as_f64().unwrap_or(f64::NAN));
+    let peak_gflops = peak
+        .as_ref()
+        .map(|r| r.extra["peak_gflops"].as_f64().unwrap_or(f64::NAN));
     for &op in &ops {
-        let op_dims = if op == Op::Evolve { vec![args.dim.unwrap_or(EVOLVE_DIM)] } else { dims.clone() };
+        let op_dims = if op == Op::Evolve {
+            vec![args.dim.unwrap_or(EVOLVE_DIM)]
+        } else {
+            dims.clone()
+        };
         for &d in &op_dims {
             let mut row = bench_row(op, d, &mut reference, args.rounds)?;
             if let (Op::Kraus, Some(peak), true) = (op, peak_gflops, d >= 64) {
                 let flops = 12.0 * KRAUS_K as f64 * (d as f64).powi(3);
                 let limit_ns = flops / peak;
                 row.extra.insert("flop_limit_ns".into(), json!(limit_ns));
-                row.extra.insert("flop_ratio".into(), json!(median(row.capsule.clone()) / limit_ns));
+                row.extra.insert(
+                    "flop_ratio".into(),
+                    json!(median(row.capsule.clone()) / limit_ns),
+                );
             }
             emit(&row, args.json);
         }
@@ -282,10 +307,27 @@ fn emit(row: &Row, as_json: bool) {
         println!("{v}");
         return;
     }
-    let fmt_ns = |x: &Value| x.as_f64().map_or("-".to_string(), |ns| format!("{:.1} µs", ns / 1e3));
-    let ratio = v["ratio"].as_f64().map_or("-".to_string(), |r| format!("{r:.2}×"));
-    let notes: Vec<String> = row.extra.iter().map(|(k, x)| format!("{k}={}", compact(x))).collect();
-    println!("{:<10} {:>5} {:>14} {:>14} {:>9}  {}", row.op, row.d, fmt_ns(&v["median_ns"]), fmt_ns(&v["numpy_median_ns"]), ratio, notes.join(" "));
+    let fmt_ns = |x: &Value| {
+        x.as_f64()
+            .map_or("-".to_string(), |ns| format!("{:.1} µs", ns / 1e3))
+    };
+    let ratio = v["ratio"]
+        .as_f64()
+        .map_or("-".to_string(), |r| format!("{r:.2}×"));
+    let notes: Vec<String> = row
+        .extra
+        .iter()
+        .map(|(k, x)| format!("{k}={}", compact(x)))
+        .collect();
+    println!(
+        "{:<10} {:>5} {:>14} {:>14} {:>9}  {}",
+        row.op,
+        row.d,
+        fmt_ns(&v["median_ns"]),
+        fmt_ns(&v["numpy_median_ns"]),
+        ratio,
+        notes.join(" ")
+    );
 }
 
 fn compact(x: &Value) -> String {
@@ -303,38 +345,72 @@ fn peak_row(reference: &mut Option<Reference>, rounds: usize) -> Result<Row> {
     let a = linalg::random_gaussian(d, &mut rng);
     let b = linalg::random_gaussian(d, &mut rng);
     let mut c = Mat::<c64>::zeros(d, d);
-    let mut row = Row { op: "zgemm_peak", d, capsule: vec![], reference: vec![], extra: Default::default() };
+    let mut row = Row {
+        op: "zgemm_peak",
+        d,
+        capsule: vec![],
+        reference: vec![],
+        extra: Default::default(),
+    };
     for _ in 0..rounds {
         row.capsule.push(time_median(3, || {
-            faer::linalg::matmul::matmul(c.as_mut(), faer::Accum::Replace, a.as_ref(), b.as_ref(), linalg::ONE, linalg::par_for(d))
+            faer::linalg::matmul::matmul(
+                c.as_mut(),
+                faer::Accum::Replace,
+                a.as_ref(),
+                b.as_ref(),
+                linalg::ONE,
+                linalg::par_for(d),
+            )
         }));
         if let Some(r) = reference.as_mut() {
-            row.reference.push(ns_of(&r.ask(&json!({ "op": "zgemm", "d": d, "reps": 3 }))?)?);
+            row.reference.push(ns_of(
+                &r.ask(&json!({ "op": "zgemm", "d": d, "reps": 3 }))?,
+            )?);
         }
     }
     let flops = 8.0 * (d as f64).powi(3);
-    let best = row.capsule.iter().chain(&row.reference).cloned().fold(f64::INFINITY, f64::min);
-    row.extra.insert("capsule_gflops".into(), json!(flops / median(row.capsule.clone())));
+    let best = row
+        .capsule
+        .iter()
+        .chain(&row.reference)
+        .cloned()
+        .fold(f64::INFINITY, f64::min);
+    row.extra.insert(
+        "capsule_gflops".into(),
+        json!(flops / median(row.capsule.clone())),
+    );
     if !row.reference.is_empty() {
-        row.extra.insert("numpy_gflops".into(), json!(flops / median(row.reference.clone())));
+        row.extra.insert(
+            "numpy_gflops".into(),
+            json!(flops / median(row.reference.clone())),
+        );
     }
     row.extra.insert("peak_gflops".into(), json!(flops / best));
     Ok(row)
 }
 
 fn ns_of(reply: &Value) -> Result<f64> {
-    reply["median_ns"].as_f64().context("reference reply has no median_ns")
+    reply["median_ns"]
+        .as_f64()
+        .context("reference reply has no median_ns")
 }
 
 fn bench_row(op: Op, d: usize, reference: &mut Option<Reference>, rounds: usize) -> Result<Row> {
     let mut rng = ChaCha8Rng::seed_from_u64(d as u64);
     let reps = reps_for(op, d);
     let rounds = if d >= 1024 { rounds.min(3) } else { rounds };
-    let mut row = Row { op: op.name(), d, capsule: vec![], reference: vec![], extra: Default::default() };
-    let rho = random_state(d, &mut rng)?;
+    let mut row = Row {
+        op: op.name(),
+        d,
+        capsule: vec![],
+        reference: vec![],
+        extra: Default::default(),
+    };
+    let rho = random::density_matrix(d, d, &mut rng)?;
     let mut capsule: Box<dyn FnMut()> = match op {
         Op::Kraus => {
-            let ch = random_channel(d, KRAUS_K, &mut rng)?;
+            let ch = random::kraus_channel(d, KRAUS_K, &mut rng)?;
             Box::new(move || {
                 std::hint::black_box(ch.apply(&rho).ok());
             })
@@ -351,12 +427,18 @@ fn bench_row(op: Op, d: usize, reference: &mut Option<Reference>, rounds: usize)
         }
         Op::Evolve => {
             let l = kernel_lindbladian(d)?;
-            let psi: Vec<c64> = (0..d).map(|_| c64::new(standard_normal(&mut rng), standard_normal(&mut rng))).collect();
+            let psi: Vec<c64> = (0..d)
+                .map(|_| c64::new(standard_normal(&mut rng), standard_normal(&mut rng)))
+                .collect();
             let start = DensityMatrix::pure(&psi)?;
             let result = l.evolve(&start, 1.0, EVOLVE_TARGET)?;
-            row.extra.insert("generator_applications".into(), json!(result.generator_applications));
+            row.extra.insert(
+                "generator_applications".into(),
+                json!(result.generator_applications),
+            );
             if reference.is_some() {
-                let problem = std::env::temp_dir().join(format!("capsule-evolve-{}.json", std::process::id()));
+                let problem = std::env::temp_dir()
+                    .join(format!("capsule-evolve-{}.json", std::process::id()));
                 let doc = json!({
                     "hamiltonian": matrix_json(l.hamiltonian()),
                     "jump_ops": KernelConfig { dim: d, ..KernelConfig::default() }.jump_operators().iter().map(|m| matrix_json(m.as_ref())).collect::<Vec<_>>(),
@@ -364,7 +446,8 @@ fn bench_row(op: Op, d: usize, reference: &mut Option<Reference>, rounds: usize)
                     "capsule_result": matrix_json(result.matrix.as_ref()),
                 });
                 std::fs::write(&problem, doc.to_string())?;
-                row.extra.insert("problem".into(), json!(problem.display().to_string()));
+                row.extra
+                    .insert("problem".into(), json!(problem.display().to_string()));
             }
             Box::new(move || {
                 std::hint::black_box(l.evolve(&start, 1.0, EVOLVE_TARGET).ok());
@@ -374,8 +457,12 @@ fn bench_row(op: Op, d: usize, reference: &mut Option<Reference>, rounds: usize)
     let request = match op {
         Op::Kraus => json!({ "op": "kraus", "d": d, "k": KRAUS_K, "reps": reps }),
         Op::Entropy => json!({ "op": "entropy", "d": d, "reps": reps }),
-        Op::Lindblad => json!({ "op": "lindblad", "d": d, "dt": LINDBLAD_DT, "degree": LINDBLAD_DEGREE, "reps": reps }),
-        Op::Evolve => json!({ "op": "evolve", "problem": row.extra.get("problem").cloned().unwrap_or(Value::Null), "reps": reps }),
+        Op::Lindblad => {
+            json!({ "op": "lindblad", "d": d, "dt": LINDBLAD_DT, "degree": LINDBLAD_DEGREE, "reps": reps })
+        }
+        Op::Evolve => {
+            json!({ "op": "evolve", "problem": row.extra.get("problem").cloned().unwrap_or(Value::Null), "reps": reps })
+        }
     };
     for _ in 0..rounds {
         row.capsule.push(time_median(reps, &mut capsule));

@@ -18,7 +18,9 @@ pub struct DemoArgs {
 
 /// The workspace at step `s`: a slowly rotating unit vector of 8 values.
 fn workspace(s: u64) -> Vec<f64> {
-    let raw: Vec<f64> = (0..8).map(|j| (0.15 * s as f64 + j as f64 * 0.8).sin()).collect();
+    let raw: Vec<f64> = (0..8)
+        .map(|j| (0.15 * s as f64 + j as f64 * 0.8).sin())
+        .collect();
     let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt();
     raw.iter().map(|x| x / norm).collect()
 }
@@ -39,7 +41,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("Starting in the pure ground state |0⟩⟨0| (entropy 0). The workspace vector gw rotates each step;");
     println!("every 10th step the kernel measures and collapses to a basis state.\n");
     let mut kernel = Kernel::new(config)?;
-    println!("{:>5} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9}  event", "step", "t", "dt", "entropy", "purity", "trace_err", "l1_coh");
+    println!(
+        "{:>5} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9}  event",
+        "step", "t", "dt", "entropy", "purity", "trace_err", "l1_coh"
+    );
     let mut outcomes = Vec::new();
     for s in 1..=args.steps {
         let gw = workspace(s);
@@ -55,7 +60,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         };
         println!(
             "{:>5} {:>8.3} {:>9.2e} {:>10.6} {:>9.6} {:>10.1e} {:>9.4}  {event}",
-            out.step, out.t, out.dt, out.observables.entropy, out.observables.purity, out.observables.trace_error, out.observables.l1_coherence
+            out.step,
+            out.t,
+            out.dt,
+            out.observables.entropy,
+            out.observables.purity,
+            out.observables.trace_error,
+            out.observables.l1_coherence
         );
         if !out.is_valid {
             anyhow::bail!("invalid state at step {}: the kernel halted", out.step);
@@ -67,7 +78,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let mut tampered = bytes.clone();
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0x40;
-    let refused = restore(&tampered).err().map(|e| e.to_string()).unwrap_or_else(|| "accepted (unexpected)".into());
+    let refused = restore(&tampered)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "accepted (unexpected)".into());
     let c = kernel.corrections();
     println!("\nWhat happened:");
     println!("- {} steps to t = {:.3}; every state passed the validity gate (trace, Hermiticity, λ_min within 1e-9).", kernel.step_count(), kernel.time());
@@ -76,6 +90,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "- Corrections reported: {} positivity projections, largest trace renormalisation {:.1e}.",
         c.positivity_projections, c.max_trace_correction
     );
-    println!("- Snapshot: {} bytes; restored exactly: {exact}; with one byte flipped: {refused}.", bytes.len());
-    Ok(if exact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "- Snapshot: {} bytes; restored exactly: {exact}; with one byte flipped: {refused}.",
+        bytes.len()
+    );
+    Ok(if exact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -54,7 +54,10 @@ pub fn parse_gw(text: &str) -> Result<Vec<f64>> {
     text.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .enumerate()
-        .map(|(i, s)| s.parse::<f64>().with_context(|| format!("--gw item {i} ({s:?}) is not a number")))
+        .map(|(i, s)| {
+            s.parse::<f64>()
+                .with_context(|| format!("--gw item {i} ({s:?}) is not a number"))
+        })
         .collect()
 }
 
@@ -66,10 +69,22 @@ fn run_kernel(args: RunArgs) -> Result<ExitCode> {
         ..KernelConfig::default()
     })?;
     kernel.validate_workspace(&gw)?;
-    let bar = if args.steps >= 50 { ProgressBar::new(args.steps) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps {elapsed}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let bar = if args.steps >= 50 {
+        ProgressBar::new(args.steps)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     if !args.json {
-        bar.suspend(|| println!("{:>6} {:>10} {:>10} {:>12} {:>10} {:>10}", "step", "t", "dt", "entropy", "purity", "trace_err"));
+        bar.suspend(|| {
+            println!(
+                "{:>6} {:>10} {:>10} {:>12} {:>10} {:>10}",
+                "step", "t", "dt", "entropy", "purity", "trace_err"
+            )
+        });
     }
     for _ in 0..args.steps {
         let out = kernel.step(&gw, args.measure)?;
@@ -82,7 +97,12 @@ fn run_kernel(args: RunArgs) -> Result<ExitCode> {
         } else {
             format!(
                 "{:>6} {:>10.4} {:>10.3e} {:>12.9} {:>10.6} {:>10.2e}",
-                out.step, out.t, out.dt, out.observables.entropy, out.observables.purity, out.observables.trace_error
+                out.step,
+                out.t,
+                out.dt,
+                out.observables.entropy,
+                out.observables.purity,
+                out.observables.trace_error
             )
         };
         bar.suspend(|| println!("{line}"));
@@ -102,7 +122,10 @@ fn run_kernel(args: RunArgs) -> Result<ExitCode> {
 
 fn check(files: &[PathBuf]) -> Result<ExitCode> {
     let mut failed = 0;
-    println!("{:<44} {:<18} {:>11} {:>10}  result", "file", "kind", "max_error", "tolerance");
+    println!(
+        "{:<44} {:<18} {:>11} {:>10}  result",
+        "file", "kind", "max_error", "tolerance"
+    );
     for path in files {
         let report = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))
@@ -111,7 +134,13 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
             Ok(r) => {
                 let verdict = if r.passed() { "ok" } else { "FAIL" };
                 failed += usize::from(!r.passed());
-                println!("{:<44} {:<18} {:>11.3e} {:>10.1e}  {verdict}", path.display(), r.kind, r.max_error, r.tolerance);
+                println!(
+                    "{:<44} {:<18} {:>11.3e} {:>10.1e}  {verdict}",
+                    path.display(),
+                    r.kind,
+                    r.max_error,
+                    r.tolerance
+                );
             }
             Err(e) => {
                 failed += 1;
@@ -120,5 +149,9 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
         }
     }
     println!("{} passed, {} failed", files.len() - failed, failed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -21,16 +21,27 @@ fn vectors() -> Vec<PathBuf> {
 #[test]
 fn kernel_check_passes_every_vector_and_prints_each_error() {
     let files = vectors();
-    let out = capsule().args(["kernel", "check"]).args(&files).output().expect("runs");
+    let out = capsule()
+        .args(["kernel", "check"])
+        .args(&files)
+        .output()
+        .expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert_eq!(text.lines().filter(|l| l.ends_with(" ok")).count(), files.len(), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with(" ok")).count(),
+        files.len(),
+        "{text}"
+    );
     assert!(text.contains("18 passed, 0 failed"), "{text}");
 }
 
 #[test]
 fn kernel_check_fails_on_a_hand_edited_expected_value() {
-    let src = vectors().into_iter().find(|p| p.ends_with("dephasing_qubit.json")).expect("file");
+    let src = vectors()
+        .into_iter()
+        .find(|p| p.ends_with("dephasing_qubit.json"))
+        .expect("file");
     let text = std::fs::read_to_string(src).expect("read");
     let edited = text.replace("0.12000000000000002", "0.12000001");
     assert_ne!(text, edited);
@@ -38,28 +49,65 @@ fn kernel_check_fails_on_a_hand_edited_expected_value() {
     std::fs::create_dir_all(&dir).expect("tmp");
     let path = dir.join("edited.json");
     std::fs::write(&path, edited).expect("write");
-    let out = capsule().args(["kernel", "check"]).arg(&path).output().expect("runs");
+    let out = capsule()
+        .args(["kernel", "check"])
+        .arg(&path)
+        .output()
+        .expect("runs");
     std::fs::remove_dir_all(&dir).expect("cleanup");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
 }
 
 #[test]
 fn kernel_run_json_prints_one_valid_object_per_step() {
-    let out = capsule().args(["kernel", "run", "--dim", "8", "--steps", "12", "--seed", "3", "--gw", "0.5, -0.5", "--json"]).output().expect("runs");
+    let out = capsule()
+        .args([
+            "kernel",
+            "run",
+            "--dim",
+            "8",
+            "--steps",
+            "12",
+            "--seed",
+            "3",
+            "--gw",
+            "0.5, -0.5",
+            "--json",
+        ])
+        .output()
+        .expect("runs");
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(lines.len(), 12);
     assert_eq!(lines[11]["step"], 12);
-    assert!(lines.iter().all(|l| l["is_valid"] == true && l["trace_error"].as_f64().expect("number") <= 1e-12));
+    assert!(lines
+        .iter()
+        .all(|l| l["is_valid"] == true && l["trace_error"].as_f64().expect("number") <= 1e-12));
 }
 
 #[test]
 fn kernel_run_rejects_a_bad_workspace_naming_the_value() {
-    let out = capsule().args(["kernel", "run", "--dim", "8", "--steps", "2", "--gw", "0.1,11"]).output().expect("runs");
+    let out = capsule()
+        .args([
+            "kernel", "run", "--dim", "8", "--steps", "2", "--gw", "0.1,11",
+        ])
+        .output()
+        .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("global_workspace[1]"));
-    let out = capsule().args(["kernel", "run", "--gw", "0.1,abc"]).output().expect("runs");
+    let out = capsule()
+        .args(["kernel", "run", "--gw", "0.1,abc"])
+        .output()
+        .expect("runs");
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"abc\""));
 }
 
@@ -74,9 +122,28 @@ fn demo_runs_and_reports_an_exact_snapshot_round_trip() {
 
 #[test]
 fn bench_without_reference_prints_json_lines_with_null_reference_fields() {
-    let out = capsule().args(["bench", "kernel", "--json", "--op", "entropy", "--dim", "16", "--no-reference", "--rounds", "1"]).output().expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one json line");
+    let out = capsule()
+        .args([
+            "bench",
+            "kernel",
+            "--json",
+            "--op",
+            "entropy",
+            "--dim",
+            "16",
+            "--no-reference",
+            "--rounds",
+            "1",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one json line");
     assert_eq!(v["op"], "entropy");
     assert_eq!(v["d"], 16);
     assert!(v["median_ns"].as_f64().expect("number") > 0.0);

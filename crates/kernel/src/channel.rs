@@ -31,28 +31,25 @@ pub struct KrausChannel {
 impl KrausChannel {
     /// Validates shapes, finiteness and completeness of `ops`.
     pub fn new(ops: &[Mat<c64>]) -> Result<Self> {
-        let first = ops.first().ok_or_else(|| KernelError::param("kraus", "at least one operator is required"))?;
+        let first = ops
+            .first()
+            .ok_or_else(|| KernelError::param("kraus", "at least one operator is required"))?;
         if ops.len() > MAX_KRAUS_OPERATORS {
             return Err(KernelError::param(
                 "kraus",
-                format!("{} operators exceed the limit of {MAX_KRAUS_OPERATORS}", ops.len()),
+                format!(
+                    "{} operators exceed the limit of {MAX_KRAUS_OPERATORS}",
+                    ops.len()
+                ),
             ));
         }
         let d = first.nrows();
         for (i, k) in ops.iter().enumerate() {
-            if k.nrows() != d || k.ncols() != d {
-                return Err(KernelError::Shape {
-                    what: "Kraus operator",
-                    expected: format!("{d}×{d} (as operator 0)"),
-                    got: format!("{}×{} for operator {i}", k.nrows(), k.ncols()),
-                });
-            }
-            if let Some((r, c)) = crate::density::first_non_finite(k.as_ref()) {
-                return Err(KernelError::param(format!("kraus[{i}][{r}][{c}]"), "is not finite"));
-            }
+            crate::density::check_operator(k, d, &format!("kraus[{i}]"))?;
         }
         let stack = linalg::stack_blocks(ops);
-        let deviation = linalg::gram_deviation(MatRef::from_column_major_slice(&stack, ops.len() * d, d));
+        let deviation =
+            linalg::gram_deviation(MatRef::from_column_major_slice(&stack, ops.len() * d, d));
         if deviation > COMPLETENESS_TOL || deviation.is_nan() {
             return Err(KernelError::IncompleteKraus {
                 deviation,
@@ -70,7 +67,13 @@ impl KrausChannel {
     /// A unitary channel ρ → UρU†; `u` must be unitary within the completeness tolerance.
     pub fn unitary(u: Mat<c64>) -> Result<Self> {
         KrausChannel::new(std::slice::from_ref(&u)).map_err(|e| match e {
-            KernelError::IncompleteKraus { deviation, tolerance } => KernelError::NotUnitary { deviation, tolerance },
+            KernelError::IncompleteKraus {
+                deviation,
+                tolerance,
+            } => KernelError::NotUnitary {
+                deviation,
+                tolerance,
+            },
             other => other,
         })
     }
@@ -79,7 +82,13 @@ impl KrausChannel {
     /// generalised Pauli Z (the Pauli Z itself for d = 2).
     pub fn dephasing(d: usize, p: f64) -> Result<Self> {
         check_probability("p", p)?;
-        let k0 = Mat::from_fn(d, d, |i, j| if i == j { c64::new((1.0 - p).sqrt(), 0.0) } else { ZERO });
+        let k0 = Mat::from_fn(d, d, |i, j| {
+            if i == j {
+                c64::new((1.0 - p).sqrt(), 0.0)
+            } else {
+                ZERO
+            }
+        });
         let k1 = Mat::from_fn(d, d, |i, j| {
             if i == j {
                 c64::from_polar(p.sqrt(), std::f64::consts::TAU * i as f64 / d as f64)
@@ -103,7 +112,13 @@ impl KrausChannel {
             (i, j) if i == j => c64::new((1.0 - gammas[i - 1]).sqrt(), 0.0),
             _ => ZERO,
         });
-        let k1 = Mat::from_fn(d, d, |i, j| if j >= 1 && i + 1 == j { c64::new(gammas[j - 1].sqrt(), 0.0) } else { ZERO });
+        let k1 = Mat::from_fn(d, d, |i, j| {
+            if j >= 1 && i + 1 == j {
+                c64::new(gammas[j - 1].sqrt(), 0.0)
+            } else {
+                ZERO
+            }
+        });
         KrausChannel::new(&[k0, k1])
     }
 
@@ -189,7 +204,10 @@ impl Depolarizing {
 
 fn check_probability(field: &str, p: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&p) {
-        return Err(KernelError::param(field, format!("{p} is not a probability in [0, 1]")));
+        return Err(KernelError::param(
+            field,
+            format!("{p} is not a probability in [0, 1]"),
+        ));
     }
     Ok(())
 }
@@ -203,7 +221,10 @@ mod tests {
         let k = Mat::from_fn(2, 2, |i, j| if i == j { c64::new(0.9, 0.0) } else { ZERO });
         let err = KrausChannel::new(&[k]).expect_err("incomplete");
         let msg = err.to_string();
-        assert!(matches!(err, KernelError::IncompleteKraus { deviation, .. } if (deviation - (2.0f64).sqrt() * 0.19).abs() < 1e-12), "{msg}");
+        assert!(
+            matches!(err, KernelError::IncompleteKraus { deviation, .. } if (deviation - (2.0f64).sqrt() * 0.19).abs() < 1e-12),
+            "{msg}"
+        );
         assert!(msg.contains("2.687e-1"), "{msg}");
     }
 
@@ -211,14 +232,20 @@ mod tests {
     fn kraus_operators_of_different_shapes_are_rejected() {
         let a = Mat::<c64>::identity(2, 2);
         let b = Mat::<c64>::identity(3, 3);
-        assert!(matches!(KrausChannel::new(&[a, b]), Err(KernelError::Shape { .. })));
+        assert!(matches!(
+            KrausChannel::new(&[a, b]),
+            Err(KernelError::Shape { .. })
+        ));
         assert!(KrausChannel::new(&[]).is_err());
     }
 
     #[test]
     fn non_unitary_matrix_is_not_a_unitary_channel() {
         let u = Mat::from_fn(2, 2, |_, _| c64::new(0.5, 0.0));
-        assert!(matches!(KrausChannel::unitary(u), Err(KernelError::NotUnitary { .. })));
+        assert!(matches!(
+            KrausChannel::unitary(u),
+            Err(KernelError::NotUnitary { .. })
+        ));
     }
 
     #[test]
@@ -230,8 +257,18 @@ mod tests {
         for a in 0..d {
             for b in 0..d {
                 // X^a Z^b, scaled so that Σ K†K = I.
-                let w = if a == 0 && b == 0 { (1.0 - p + p / (d * d) as f64).sqrt() } else { (p / (d * d) as f64).sqrt() };
-                ops.push(Mat::from_fn(d, d, |i, j| if i == (j + a) % d { omega(j * b) * w } else { ZERO }));
+                let w = if a == 0 && b == 0 {
+                    (1.0 - p + p / (d * d) as f64).sqrt()
+                } else {
+                    (p / (d * d) as f64).sqrt()
+                };
+                ops.push(Mat::from_fn(d, d, |i, j| {
+                    if i == (j + a) % d {
+                        omega(j * b) * w
+                    } else {
+                        ZERO
+                    }
+                }));
             }
         }
         let kraus = KrausChannel::new(&ops).expect("complete");

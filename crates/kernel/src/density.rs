@@ -66,7 +66,10 @@ impl DensityMatrix {
         check_dim(psi.len(), psi.len())?;
         let norm = psi.iter().map(|z| z.norm_sqr()).sum::<f64>().sqrt();
         if !norm.is_finite() || norm == 0.0 {
-            return Err(KernelError::param("psi", "must be a finite, non-zero vector"));
+            return Err(KernelError::param(
+                "psi",
+                "must be a finite, non-zero vector",
+            ));
         }
         let d = psi.len();
         let rho = Mat::from_fn(d, d, |i, j| psi[i] * psi[j].conj() / (norm * norm));
@@ -79,7 +82,10 @@ impl DensityMatrix {
     pub fn basis(d: usize, i: usize) -> Result<Self> {
         check_dim(d, d)?;
         if i >= d {
-            return Err(KernelError::param("index", format!("{i} is not below the dimension {d}")));
+            return Err(KernelError::param(
+                "index",
+                format!("{i} is not below the dimension {d}"),
+            ));
         }
         let mut rho = Mat::<c64>::zeros(d, d);
         rho[(i, i)] = ONE;
@@ -89,7 +95,13 @@ impl DensityMatrix {
     /// The maximally mixed state I/d.
     pub fn maximally_mixed(d: usize) -> Result<Self> {
         check_dim(d, d)?;
-        let rho = Mat::from_fn(d, d, |i, j| if i == j { c64::new(1.0 / d as f64, 0.0) } else { ZERO });
+        let rho = Mat::from_fn(d, d, |i, j| {
+            if i == j {
+                c64::new(1.0 / d as f64, 0.0)
+            } else {
+                ZERO
+            }
+        });
         Ok(DensityMatrix { rho })
     }
 
@@ -122,7 +134,9 @@ impl DensityMatrix {
 
     /// von Neumann entropy −Tr ρ ln ρ in nats.
     pub fn entropy(&self) -> Result<f64> {
-        Ok(crate::observables::entropy_of_eigenvalues(&linalg::eigvalsh(self.rho.as_ref())?))
+        Ok(crate::observables::entropy_of_eigenvalues(
+            &linalg::eigvalsh(self.rho.as_ref())?,
+        ))
     }
 
     /// Purity Tr ρ² = ‖ρ‖_F² for Hermitian ρ.
@@ -146,6 +160,25 @@ fn check_dim(rows: usize, cols: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks that an operator input is d×d and finite; `field` names it in
+/// errors (`kraus[2]`, `hamiltonian`), an offending entry as `field[r][c]`.
+pub(crate) fn check_operator(m: &Mat<c64>, d: usize, field: &str) -> Result<()> {
+    if m.nrows() != d || m.ncols() != d {
+        return Err(KernelError::Shape {
+            what: "operator",
+            expected: format!("{d}×{d} for {field}"),
+            got: format!("{}×{}", m.nrows(), m.ncols()),
+        });
+    }
+    match first_non_finite(m.as_ref()) {
+        Some((r, c)) => Err(KernelError::param(
+            format!("{field}[{r}][{c}]"),
+            "is not finite",
+        )),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn first_non_finite(m: MatRef<'_, c64>) -> Option<(usize, usize)> {
@@ -176,7 +209,10 @@ mod tests {
     #[test]
     fn rejects_wrong_trace_and_negative_eigenvalue() {
         let m = Mat::from_fn(2, 2, |i, j| if i == j { c64::new(0.6, 0.0) } else { ZERO });
-        assert!(DensityMatrix::new(m).expect_err("trace").to_string().contains("trace"));
+        assert!(DensityMatrix::new(m)
+            .expect_err("trace")
+            .to_string()
+            .contains("trace"));
         let m = Mat::from_fn(2, 2, |i, j| match (i, j) {
             (0, 0) => c64::new(1.1, 0.0),
             (1, 1) => c64::new(-0.1, 0.0),
@@ -199,7 +235,9 @@ mod tests {
     #[test]
     fn entropy_of_pure_state_is_zero_and_of_maximally_mixed_is_ln_d() {
         for d in [2, 3, 16, 64, 200] {
-            let psi: Vec<c64> = (0..d).map(|i| c64::new((i as f64).sin(), (i as f64 * 0.3).cos())).collect();
+            let psi: Vec<c64> = (0..d)
+                .map(|i| c64::new((i as f64).sin(), (i as f64 * 0.3).cos()))
+                .collect();
             let pure = DensityMatrix::pure(&psi).expect("valid");
             assert!(pure.entropy().expect("eig").abs() <= 1e-12);
             let mixed = DensityMatrix::maximally_mixed(d).expect("valid");

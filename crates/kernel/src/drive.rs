@@ -86,7 +86,11 @@ impl WorkspaceDrive {
         if gw.len() > self.generators.len() {
             return Err(KernelError::param(
                 "global_workspace",
-                format!("has {} values; at most {} are allowed", gw.len(), self.generators.len()),
+                format!(
+                    "has {} values; at most {} are allowed",
+                    gw.len(),
+                    self.generators.len()
+                ),
             ));
         }
         for (j, &x) in gw.iter().enumerate() {
@@ -129,9 +133,18 @@ mod tests {
     #[test]
     fn same_seed_gives_same_hamiltonian_and_other_seed_differs() {
         let gw = [0.5, -1.0, 2.0];
-        let a = WorkspaceDrive::new(8, 4, 11).expect("drive").hamiltonian(&gw).expect("valid");
-        let b = WorkspaceDrive::new(8, 4, 11).expect("drive").hamiltonian(&gw).expect("valid");
-        let c = WorkspaceDrive::new(8, 4, 12).expect("drive").hamiltonian(&gw).expect("valid");
+        let a = WorkspaceDrive::new(8, 4, 11)
+            .expect("drive")
+            .hamiltonian(&gw)
+            .expect("valid");
+        let b = WorkspaceDrive::new(8, 4, 11)
+            .expect("drive")
+            .hamiltonian(&gw)
+            .expect("valid");
+        let c = WorkspaceDrive::new(8, 4, 12)
+            .expect("drive")
+            .hamiltonian(&gw)
+            .expect("valid");
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(linalg::hermiticity_error(a.as_ref()) == 0.0);

@@ -27,7 +27,9 @@ pub enum KernelError {
     #[error("{field}: {reason}")]
     Parameter { field: String, reason: String },
     /// The kernel reached an invalid state earlier and refuses to step until reset.
-    #[error("kernel halted at step {step} after an invalid state ({reason}); reset it to continue")]
+    #[error(
+        "kernel halted at step {step} after an invalid state ({reason}); reset it to continue"
+    )]
     Halted { step: u64, reason: String },
     /// An eigenvalue computation did not converge.
     #[error("eigenvalue computation did not converge for a {dim}×{dim} matrix")]

@@ -5,8 +5,8 @@
 use crate::density::{DensityMatrix, MAX_DIM, MIN_DIM};
 use crate::drive::{derive_rng, WorkspaceDrive, MAX_WORKSPACE_DIM};
 use crate::error::{KernelError, Result};
-use crate::lindblad::{self, Dissipator, Lindbladian, MAX_TAYLOR_DEGREE};
 use crate::linalg::{self, c64, ZERO};
+use crate::lindblad::{self, Dissipator, Lindbladian, MAX_TAYLOR_DEGREE};
 use crate::observables::Observables;
 use faer::Mat;
 use rand::Rng;
@@ -65,31 +65,52 @@ impl KernelConfig {
     pub fn validate(&self) -> Result<()> {
         let p = KernelError::param;
         if !(MIN_DIM..=MAX_DIM).contains(&self.dim) {
-            return Err(p("dim", format!("{} is outside {MIN_DIM}..={MAX_DIM}", self.dim)));
+            return Err(p(
+                "dim",
+                format!("{} is outside {MIN_DIM}..={MAX_DIM}", self.dim),
+            ));
         }
         if self.workspace_dim > MAX_WORKSPACE_DIM {
-            return Err(p("workspace_dim", format!("{} exceeds {MAX_WORKSPACE_DIM}", self.workspace_dim)));
+            return Err(p(
+                "workspace_dim",
+                format!("{} exceeds {MAX_WORKSPACE_DIM}", self.workspace_dim),
+            ));
         }
-        for (name, v) in [("relaxation_rate", self.relaxation_rate), ("dephasing_rate", self.dephasing_rate)] {
+        for (name, v) in [
+            ("relaxation_rate", self.relaxation_rate),
+            ("dephasing_rate", self.dephasing_rate),
+        ] {
             if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
                 return Err(p(name, format!("{v} is outside [0, 100]")));
             }
         }
         if !(self.tolerance > 0.0 && self.tolerance <= 1.0) {
-            return Err(p("tolerance", format!("{} is outside (0, 1]", self.tolerance)));
+            return Err(p(
+                "tolerance",
+                format!("{} is outside (0, 1]", self.tolerance),
+            ));
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.dt_min) || !positive(self.dt_max) || !positive(self.dt_initial) {
-            return Err(p("dt_min/dt_initial/dt_max", "must be finite and positive".to_string()));
+            return Err(p(
+                "dt_min/dt_initial/dt_max",
+                "must be finite and positive".to_string(),
+            ));
         }
         if !(self.dt_min <= self.dt_initial && self.dt_initial <= self.dt_max) {
             return Err(p(
                 "dt_initial",
-                format!("{} is outside [dt_min {}, dt_max {}]", self.dt_initial, self.dt_min, self.dt_max),
+                format!(
+                    "{} is outside [dt_min {}, dt_max {}]",
+                    self.dt_initial, self.dt_min, self.dt_max
+                ),
             ));
         }
         if !(1..=MAX_TAYLOR_DEGREE).contains(&self.taylor_order) {
-            return Err(p("taylor_order", format!("{} is outside 1..={MAX_TAYLOR_DEGREE}", self.taylor_order)));
+            return Err(p(
+                "taylor_order",
+                format!("{} is outside 1..={MAX_TAYLOR_DEGREE}", self.taylor_order),
+            ));
         }
         Ok(())
     }
@@ -100,11 +121,23 @@ impl KernelConfig {
         let mut jumps = Vec::new();
         if self.relaxation_rate > 0.0 {
             let a = self.relaxation_rate.sqrt();
-            jumps.push(Mat::from_fn(d, d, |i, j| if j == i + 1 { c64::new(a, 0.0) } else { ZERO }));
+            jumps.push(Mat::from_fn(d, d, |i, j| {
+                if j == i + 1 {
+                    c64::new(a, 0.0)
+                } else {
+                    ZERO
+                }
+            }));
         }
         if self.dephasing_rate > 0.0 {
             let a = self.dephasing_rate.sqrt();
-            jumps.push(Mat::from_fn(d, d, |i, j| if i == j { c64::new(a * i as f64 / (d - 1) as f64, 0.0) } else { ZERO }));
+            jumps.push(Mat::from_fn(d, d, |i, j| {
+                if i == j {
+                    c64::new(a * i as f64 / (d - 1) as f64, 0.0)
+                } else {
+                    ZERO
+                }
+            }));
         }
         jumps
     }
@@ -192,11 +225,22 @@ impl Kernel {
     }
 
     /// Rebuilds a kernel at a given point of its history (used by snapshots).
-    pub(crate) fn restore(config: KernelConfig, state: DensityMatrix, step: u64, t: f64, dt: f64) -> Result<Self> {
+    pub(crate) fn restore(
+        config: KernelConfig,
+        state: DensityMatrix,
+        step: u64,
+        t: f64,
+        dt: f64,
+    ) -> Result<Self> {
         let mut k = Kernel::new(config)?;
         if state.dim() != k.config.dim {
             return Err(KernelError::Snapshot {
-                reason: format!("state is {}×{} but the configuration says {}", state.dim(), state.dim(), k.config.dim),
+                reason: format!(
+                    "state is {}×{} but the configuration says {}",
+                    state.dim(),
+                    state.dim(),
+                    k.config.dim
+                ),
             });
         }
         if !(t.is_finite() && t >= 0.0) || !(k.config.dt_min..=k.config.dt_max).contains(&dt) {
@@ -281,7 +325,10 @@ impl Kernel {
             let half = l.step_raw(rho, dt / 2.0, order)?;
             let two_halves = l.step_raw(half.as_ref(), dt / 2.0, order)?;
             let diff = &full - &two_halves;
-            let err: f64 = linalg::eigvalsh(diff.as_ref())?.iter().map(|x| x.abs()).sum();
+            let err: f64 = linalg::eigvalsh(diff.as_ref())?
+                .iter()
+                .map(|x| x.abs())
+                .sum();
             let can_shrink = dt > self.config.dt_min && rejected < MAX_ATTEMPTS;
             if !(err <= tol) && can_shrink {
                 self.dt = (dt / 2.0).max(self.config.dt_min);
@@ -294,7 +341,10 @@ impl Kernel {
             break (dt, err, two_halves);
         };
         let evolved = lindblad::finalize(accepted)?;
-        self.corrections.max_trace_correction = self.corrections.max_trace_correction.max(evolved.trace_correction);
+        self.corrections.max_trace_correction = self
+            .corrections
+            .max_trace_correction
+            .max(evolved.trace_correction);
         if evolved.positivity_correction > 0.0 {
             self.corrections.positivity_projections += 1;
             self.corrections.positivity_mass += evolved.positivity_correction;
@@ -381,7 +431,10 @@ pub struct StepInput {
 
 /// Steps many independent kernels in one call (SPEC K8), in parallel; the
 /// i-th result belongs to the i-th kernel. Lengths must match.
-pub fn step_batch(kernels: &mut [Kernel], inputs: &[StepInput]) -> Result<Vec<Result<StepOutcome>>> {
+pub fn step_batch(
+    kernels: &mut [Kernel],
+    inputs: &[StepInput],
+) -> Result<Vec<Result<StepOutcome>>> {
     if kernels.len() != inputs.len() {
         return Err(KernelError::Shape {
             what: "batch",
@@ -440,7 +493,10 @@ mod tests {
         let out = k.step(&[10.0, 10.0], false).expect("step runs");
         assert!(!out.is_valid);
         assert_eq!(k.state(), &before, "the invalid state is not adopted");
-        assert!(matches!(k.step(&[], false), Err(KernelError::Halted { .. })));
+        assert!(matches!(
+            k.step(&[], false),
+            Err(KernelError::Halted { .. })
+        ));
         assert!(matches!(k.measure(), Err(KernelError::Halted { .. })));
         k.reset().expect("reset");
         assert!(k.halted().is_none());
@@ -459,9 +515,16 @@ mod tests {
 
     #[test]
     fn measurement_in_a_rotated_basis_collapses_to_a_basis_vector() {
-        let mut k = Kernel::new(KernelConfig { dim: 2, workspace_dim: 1, ..small() }).expect("kernel");
+        let mut k = Kernel::new(KernelConfig {
+            dim: 2,
+            workspace_dim: 1,
+            ..small()
+        })
+        .expect("kernel");
         let s = std::f64::consts::FRAC_1_SQRT_2;
-        let hadamard = Mat::from_fn(2, 2, |i, j| c64::new(if i == 1 && j == 1 { -s } else { s }, 0.0));
+        let hadamard = Mat::from_fn(2, 2, |i, j| {
+            c64::new(if i == 1 && j == 1 { -s } else { s }, 0.0)
+        });
         let i = k.measure_in_basis(&hadamard).expect("unitary");
         let p = k.state().matrix();
         assert!((p[(0, 1)].re - if i == 0 { 0.5 } else { -0.5 }).abs() < 1e-15);
@@ -470,7 +533,9 @@ mod tests {
 
     #[test]
     fn batch_steps_every_kernel_like_one_at_a_time() {
-        let mut batch: Vec<Kernel> = (0..3).map(|s| Kernel::new(KernelConfig { seed: s, ..small() }).expect("k")).collect();
+        let mut batch: Vec<Kernel> = (0..3)
+            .map(|s| Kernel::new(KernelConfig { seed: s, ..small() }).expect("k"))
+            .collect();
         let mut single = batch.clone();
         let inputs: Vec<StepInput> = (0..3)
             .map(|i| StepInput {
@@ -480,7 +545,11 @@ mod tests {
             .collect();
         let out = step_batch(&mut batch, &inputs).expect("lengths match");
         for ((k, input), res) in single.iter_mut().zip(&inputs).zip(out) {
-            assert_eq!(k.step(&input.global_workspace, input.measure).expect("step"), res.expect("step"));
+            assert_eq!(
+                k.step(&input.global_workspace, input.measure)
+                    .expect("step"),
+                res.expect("step")
+            );
         }
         assert!(step_batch(&mut batch, &inputs[..2]).is_err());
     }
@@ -489,11 +558,41 @@ mod tests {
     fn config_errors_name_the_field() {
         let bad = [
             (KernelConfig { dim: 1, ..small() }, "dim"),
-            (KernelConfig { workspace_dim: 61, ..small() }, "workspace_dim"),
-            (KernelConfig { tolerance: 0.0, ..small() }, "tolerance"),
-            (KernelConfig { dt_initial: 1.0, ..small() }, "dt_initial"),
-            (KernelConfig { taylor_order: 0, ..small() }, "taylor_order"),
-            (KernelConfig { dephasing_rate: f64::NAN, ..small() }, "dephasing_rate"),
+            (
+                KernelConfig {
+                    workspace_dim: 61,
+                    ..small()
+                },
+                "workspace_dim",
+            ),
+            (
+                KernelConfig {
+                    tolerance: 0.0,
+                    ..small()
+                },
+                "tolerance",
+            ),
+            (
+                KernelConfig {
+                    dt_initial: 1.0,
+                    ..small()
+                },
+                "dt_initial",
+            ),
+            (
+                KernelConfig {
+                    taylor_order: 0,
+                    ..small()
+                },
+                "taylor_order",
+            ),
+            (
+                KernelConfig {
+                    dephasing_rate: f64::NAN,
+                    ..small()
+                },
+                "dephasing_rate",
+            ),
         ];
         for (cfg, field) in bad {
             let err = Kernel::new(cfg).expect_err("invalid");

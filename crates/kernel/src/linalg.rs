@@ -14,8 +14,8 @@
 use crate::error::{KernelError, Result};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::tridiag;
-use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
@@ -175,7 +175,14 @@ pub fn stacked_sum_lower(a_stack: &[c64], b_stack: &[c64], mut out: MatMut<'_, c
         let mut other = Mat::<c64>::zeros(d, d);
         rayon::join(
             || lower(out.rb_mut(), ma.subcols(0, h), mb.subcols(0, h), Par::Seq),
-            || lower(other.as_mut(), ma.subcols(h, kd - h), mb.subcols(h, kd - h), Par::Seq),
+            || {
+                lower(
+                    other.as_mut(),
+                    ma.subcols(h, kd - h),
+                    mb.subcols(h, kd - h),
+                    Par::Seq,
+                )
+            },
         );
         for j in 0..d {
             for i in j..d {

@@ -56,24 +56,25 @@ impl Dissipator {
     pub fn new(dim: usize, jumps: &[Mat<c64>]) -> Result<Self> {
         let mut norm_sq_sum = 0.0;
         for (i, l) in jumps.iter().enumerate() {
-            if l.nrows() != dim || l.ncols() != dim {
-                return Err(KernelError::Shape {
-                    what: "jump operator",
-                    expected: format!("{dim}×{dim}"),
-                    got: format!("{}×{} for operator {i}", l.nrows(), l.ncols()),
-                });
-            }
-            if let Some((r, c)) = crate::density::first_non_finite(l.as_ref()) {
-                return Err(KernelError::param(format!("jump_ops[{i}][{r}][{c}]"), "is not finite"));
-            }
+            crate::density::check_operator(l, dim, &format!("jump_ops[{i}]"))?;
             let ldl = l.adjoint() * l;
-            norm_sq_sum += linalg::eigvalsh(ldl.as_ref())?.last().copied().unwrap_or(0.0);
+            norm_sq_sum += linalg::eigvalsh(ldl.as_ref())?
+                .last()
+                .copied()
+                .unwrap_or(0.0);
         }
         let stack = linalg::stack_blocks(jumps);
         let mut sum_ldl = Mat::<c64>::zeros(dim, dim);
         if !jumps.is_empty() {
             let s = MatRef::from_column_major_slice(&stack, jumps.len() * dim, dim);
-            matmul(sum_ldl.as_mut(), Accum::Replace, s.adjoint(), s, ONE, linalg::par_for(dim));
+            matmul(
+                sum_ldl.as_mut(),
+                Accum::Replace,
+                s.adjoint(),
+                s,
+                ONE,
+                linalg::par_for(dim),
+            );
         }
         Ok(Dissipator {
             dim,
@@ -137,16 +138,7 @@ impl Lindbladian {
     /// Validates H (d×d, finite, Hermitian within 1e-10·max(1, ‖H‖_F)).
     pub fn new(hamiltonian: Mat<c64>, dissipator: Arc<Dissipator>) -> Result<Self> {
         let d = dissipator.dim;
-        if hamiltonian.nrows() != d || hamiltonian.ncols() != d {
-            return Err(KernelError::Shape {
-                what: "Hamiltonian",
-                expected: format!("{d}×{d}"),
-                got: format!("{}×{}", hamiltonian.nrows(), hamiltonian.ncols()),
-            });
-        }
-        if let Some((r, c)) = crate::density::first_non_finite(hamiltonian.as_ref()) {
-            return Err(KernelError::param(format!("hamiltonian[{r}][{c}]"), "is not finite"));
-        }
+        crate::density::check_operator(&hamiltonian, d, "hamiltonian")?;
         let herm = linalg::hermiticity_error(hamiltonian.as_ref());
         if herm > 1e-10 * linalg::frobenius(hamiltonian.as_ref()).max(1.0) {
             return Err(KernelError::param(
@@ -157,7 +149,9 @@ impl Lindbladian {
         let mut h = hamiltonian;
         linalg::hermitize(h.as_mut());
         let mi = c64::new(0.0, -1.0);
-        let g = Mat::from_fn(d, d, |i, j| mi * h[(i, j)] - dissipator.sum_ldl[(i, j)] * 0.5);
+        let g = Mat::from_fn(d, d, |i, j| {
+            mi * h[(i, j)] - dissipator.sum_ldl[(i, j)] * 0.5
+        });
         Ok(Lindbladian {
             dim: d,
             hamiltonian: h,
@@ -190,14 +184,24 @@ impl Lindbladian {
     }
 
     /// y = scale · L(x) for Hermitian x; y is exactly Hermitian.
-    fn apply_scaled(&self, x: MatRef<'_, c64>, mut y: MatMut<'_, c64>, scale: f64, s: &mut Scratch) {
+    fn apply_scaled(
+        &self,
+        x: MatRef<'_, c64>,
+        mut y: MatMut<'_, c64>,
+        scale: f64,
+        s: &mut Scratch,
+    ) {
         let d = self.dim;
         linalg::product(s.gx.as_mut(), self.g.as_ref(), x);
         let diss = &*self.dissipator;
         if diss.count > 0 {
             let kd = diss.count * d;
             let l = MatRef::from_column_major_slice(&diss.stack, kd, d);
-            linalg::product(MatMut::from_column_major_slice_mut(&mut s.stacked, kd, d), l, x);
+            linalg::product(
+                MatMut::from_column_major_slice_mut(&mut s.stacked, kd, d),
+                l,
+                x,
+            );
             linalg::stacked_sum_lower(&s.stacked, &diss.stack, y.as_mut());
         } else {
             y.fill(ZERO);
@@ -220,7 +224,14 @@ impl Lindbladian {
     /// One Taylor sub-step x ← Σ_{n≤m} (τL)^n x / n!, stopping early when
     /// `stop_tol` is given and two consecutive terms fall below it relative to
     /// the sum. Returns the number of generator applications.
-    fn taylor(&self, x: &mut Mat<c64>, tau: f64, degree: usize, stop_tol: Option<f64>, s: &mut Scratch) -> usize {
+    fn taylor(
+        &self,
+        x: &mut Mat<c64>,
+        tau: f64,
+        degree: usize,
+        stop_tol: Option<f64>,
+        s: &mut Scratch,
+    ) -> usize {
         let mut term = x.clone();
         let mut next = Mat::<c64>::zeros(self.dim, self.dim);
         let mut prev_norm = f64::INFINITY;
@@ -336,7 +347,14 @@ fn project_to_psd(x: MatRef<'_, c64>) -> Result<(Mat<c64>, f64)> {
         }
     }
     let mut out = Mat::<c64>::zeros(d, d);
-    matmul(out.as_mut(), Accum::Replace, scaled.as_ref(), u.adjoint(), c64::new(1.0 / kept, 0.0), linalg::par_for(d));
+    matmul(
+        out.as_mut(),
+        Accum::Replace,
+        scaled.as_ref(),
+        u.adjoint(),
+        c64::new(1.0 / kept, 0.0),
+        linalg::par_for(d),
+    );
     linalg::hermitize(out.as_mut());
     Ok((out, clipped))
 }
@@ -365,7 +383,12 @@ fn taylor_plan(beta_t: f64, tol: f64) -> Result<(usize, usize)> {
             best = Some((m, s));
         }
     }
-    best.ok_or_else(|| KernelError::param("t", format!("‖L‖·t = {beta_t:.3e} needs more than {MAX_SUBSTEPS} sub-steps")))
+    best.ok_or_else(|| {
+        KernelError::param(
+            "t",
+            format!("‖L‖·t = {beta_t:.3e} needs more than {MAX_SUBSTEPS} sub-steps"),
+        )
+    })
 }
 
 fn ln_factorial(n: usize) -> f64 {
@@ -374,14 +397,20 @@ fn ln_factorial(n: usize) -> f64 {
 
 fn check_time(field: &str, t: f64) -> Result<()> {
     if !(t.is_finite() && t >= 0.0) {
-        return Err(KernelError::param(field, format!("{t} is not a finite, non-negative time")));
+        return Err(KernelError::param(
+            field,
+            format!("{t} is not a finite, non-negative time"),
+        ));
     }
     Ok(())
 }
 
 fn check_degree(degree: usize) -> Result<()> {
     if !(1..=MAX_TAYLOR_DEGREE).contains(&degree) {
-        return Err(KernelError::param("taylor_order", format!("{degree} is outside 1..={MAX_TAYLOR_DEGREE}")));
+        return Err(KernelError::param(
+            "taylor_order",
+            format!("{degree} is outside 1..={MAX_TAYLOR_DEGREE}"),
+        ));
     }
     Ok(())
 }
@@ -395,9 +424,24 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let a = linalg::random_gaussian(d, &mut rng);
         let h = (&a + a.adjoint()) * faer::Scale(c64::new(0.25 / (d as f64).sqrt(), 0.0));
-        let jumps: Vec<_> = (0..2).map(|_| linalg::random_gaussian(d, &mut rng) * faer::Scale(c64::new(0.1 / (d as f64).sqrt(), 0.0))).collect();
-        let psi: Vec<c64> = (0..d).map(|_| c64::new(linalg::standard_normal(&mut rng), linalg::standard_normal(&mut rng))).collect();
-        (Lindbladian::from_operators(h, &jumps).expect("valid"), DensityMatrix::pure(&psi).expect("valid"))
+        let jumps: Vec<_> = (0..2)
+            .map(|_| {
+                linalg::random_gaussian(d, &mut rng)
+                    * faer::Scale(c64::new(0.1 / (d as f64).sqrt(), 0.0))
+            })
+            .collect();
+        let psi: Vec<c64> = (0..d)
+            .map(|_| {
+                c64::new(
+                    linalg::standard_normal(&mut rng),
+                    linalg::standard_normal(&mut rng),
+                )
+            })
+            .collect();
+        (
+            Lindbladian::from_operators(h, &jumps).expect("valid"),
+            DensityMatrix::pure(&psi).expect("valid"),
+        )
     }
 
     #[test]

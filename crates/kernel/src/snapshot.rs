@@ -32,7 +32,9 @@ const MAX_CONFIG_LEN: usize = 4096;
 const CHECKSUM_LEN: usize = 32;
 
 fn err(reason: impl Into<String>) -> KernelError {
-    KernelError::Snapshot { reason: reason.into() }
+    KernelError::Snapshot {
+        reason: reason.into(),
+    }
 }
 
 /// Serialises the kernel. A halted kernel has no valid state to save.
@@ -43,7 +45,8 @@ pub fn snapshot(kernel: &Kernel) -> Result<Vec<u8>> {
             reason: h.reason.clone(),
         });
     }
-    let config = serde_json::to_vec(kernel.config()).map_err(|e| err(format!("config does not serialise: {e}")))?;
+    let config = serde_json::to_vec(kernel.config())
+        .map_err(|e| err(format!("config does not serialise: {e}")))?;
     let rho = kernel.state().matrix();
     let d = rho.nrows();
     let mut out = Vec::with_capacity(64 + config.len() + 16 * d * d + CHECKSUM_LEN);
@@ -76,7 +79,12 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| err(format!("truncated at byte {} while reading {field}", self.pos)))?;
+        let end = end.ok_or_else(|| {
+            err(format!(
+                "truncated at byte {} while reading {field}",
+                self.pos
+            ))
+        })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -99,19 +107,29 @@ impl<'a> Reader<'a> {
 /// Rebuilds a kernel from [`snapshot`] bytes, or says what is wrong.
 pub fn restore(bytes: &[u8]) -> Result<Kernel> {
     if bytes.len() < MAGIC.len() + CHECKSUM_LEN {
-        return Err(err(format!("{} bytes is too short to be a snapshot", bytes.len())));
+        return Err(err(format!(
+            "{} bytes is too short to be a snapshot",
+            bytes.len()
+        )));
     }
     let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
     if Sha256::digest(body).as_slice() != sum {
-        return Err(err("checksum mismatch: the snapshot is corrupted or truncated"));
+        return Err(err(
+            "checksum mismatch: the snapshot is corrupted or truncated",
+        ));
     }
-    let mut r = Reader { bytes: body, pos: 0 };
+    let mut r = Reader {
+        bytes: body,
+        pos: 0,
+    };
     if r.take(8, "magic")? != MAGIC {
         return Err(err("bad magic: not a Capsule kernel snapshot"));
     }
     let version = r.u32("version")?;
     if version != VERSION {
-        return Err(err(format!("format version {version} is not supported (expected {VERSION})")));
+        return Err(err(format!(
+            "format version {version} is not supported (expected {VERSION})"
+        )));
     }
     let len = r.u32("config length")? as usize;
     if len > MAX_CONFIG_LEN {
@@ -125,7 +143,10 @@ pub fn restore(bytes: &[u8]) -> Result<Kernel> {
     let dt = r.f64("dt")?;
     let d = r.u32("dimension")? as usize;
     if d != config.dim || d > MAX_DIM {
-        return Err(err(format!("dimension {d} does not match the configured {}", config.dim)));
+        return Err(err(format!(
+            "dimension {d} does not match the configured {}",
+            config.dim
+        )));
     }
     let mut rho = Mat::<c64>::zeros(d, d);
     for j in 0..d {
@@ -134,7 +155,10 @@ pub fn restore(bytes: &[u8]) -> Result<Kernel> {
         }
     }
     if r.pos != body.len() {
-        return Err(err(format!("{} unexpected trailing bytes", body.len() - r.pos)));
+        return Err(err(format!(
+            "{} unexpected trailing bytes",
+            body.len() - r.pos
+        )));
     }
     let state = DensityMatrix::new(rho).map_err(|e| err(format!("rho: {e}")))?;
     Kernel::restore(config, state, step, t, dt)

@@ -4,8 +4,8 @@
 use crate::channel::KrausChannel;
 use crate::density::DensityMatrix;
 use crate::error::{KernelError, Result};
-use crate::lindblad::Lindbladian;
 use crate::linalg::{self, c64};
+use crate::lindblad::Lindbladian;
 use faer::Mat;
 use serde::Deserialize;
 use serde_json::Value;
@@ -38,11 +38,14 @@ struct ComplexMatrix {
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value> {
-    v.get(name).ok_or_else(|| KernelError::param(name, "is missing"))
+    v.get(name)
+        .ok_or_else(|| KernelError::param(name, "is missing"))
 }
 
 fn number(v: &Value, name: &str) -> Result<f64> {
-    field(v, name)?.as_f64().ok_or_else(|| KernelError::param(name, "is not a number"))
+    field(v, name)?
+        .as_f64()
+        .ok_or_else(|| KernelError::param(name, "is not a number"))
 }
 
 fn matrix(v: &Value, name: &str) -> Result<Mat<c64>> {
@@ -51,15 +54,23 @@ fn matrix(v: &Value, name: &str) -> Result<Mat<c64>> {
     let n = m.re.len();
     let square = |rows: &Vec<Vec<f64>>| rows.len() == n && rows.iter().all(|r| r.len() == n);
     if n == 0 || !square(&m.re) || !square(&m.im) {
-        return Err(KernelError::param(name, "re and im must be square matrices of the same size"));
+        return Err(KernelError::param(
+            name,
+            "re and im must be square matrices of the same size",
+        ));
     }
     Ok(Mat::from_fn(n, n, |i, j| c64::new(m.re[i][j], m.im[i][j])))
 }
 
 fn matrices(v: &Value, name: &str) -> Result<Vec<Mat<c64>>> {
-    let list = field(v, name)?.as_array().ok_or_else(|| KernelError::param(name, "is not a list"))?;
+    let list = field(v, name)?
+        .as_array()
+        .ok_or_else(|| KernelError::param(name, "is not a list"))?;
     let wrapped: Vec<Value> = list.iter().map(|m| serde_json::json!({ "m": m })).collect();
-    wrapped.iter().map(|w| matrix(w, "m").map_err(|e| KernelError::param(name, e.to_string()))).collect()
+    wrapped
+        .iter()
+        .map(|w| matrix(w, "m").map_err(|e| KernelError::param(name, e.to_string())))
+        .collect()
 }
 
 fn state(v: &Value) -> Result<DensityMatrix> {
@@ -69,30 +80,62 @@ fn state(v: &Value) -> Result<DensityMatrix> {
 fn compare(got: &DensityMatrix, v: &Value) -> Result<f64> {
     let want = matrix(v, "expected_rho")?;
     if want.nrows() != got.dim() {
-        return Err(KernelError::param("expected_rho", "has a different size from rho"));
+        return Err(KernelError::param(
+            "expected_rho",
+            "has a different size from rho",
+        ));
     }
     Ok(linalg::max_abs_diff(got.matrix(), want.as_ref()))
 }
 
 /// Recomputes one test-vector document.
 pub fn check_vector(text: &str) -> Result<VectorReport> {
-    let v: Value = serde_json::from_str(text).map_err(|e| KernelError::param("file", format!("is not JSON: {e}")))?;
-    let kind = field(&v, "kind")?.as_str().ok_or_else(|| KernelError::param("kind", "is not a string"))?.to_string();
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| KernelError::param("file", format!("is not JSON: {e}")))?;
+    let kind = field(&v, "kind")?
+        .as_str()
+        .ok_or_else(|| KernelError::param("kind", "is not a string"))?
+        .to_string();
     let tolerance = number(&v, "tolerance")?;
     let max_error = match kind.as_str() {
-        "kraus_apply" => compare(&KrausChannel::new(&matrices(&v, "kraus")?)?.apply(&state(&v)?)?, &v)?,
-        "amplitude_damping" => compare(&KrausChannel::amplitude_damping(&[number(&v, "gamma")?])?.apply(&state(&v)?)?, &v)?,
-        "dephasing" => compare(&KrausChannel::dephasing(2, number(&v, "p")?)?.apply(&state(&v)?)?, &v)?,
+        "kraus_apply" => compare(
+            &KrausChannel::new(&matrices(&v, "kraus")?)?.apply(&state(&v)?)?,
+            &v,
+        )?,
+        "amplitude_damping" => compare(
+            &KrausChannel::amplitude_damping(&[number(&v, "gamma")?])?.apply(&state(&v)?)?,
+            &v,
+        )?,
+        "dephasing" => compare(
+            &KrausChannel::dephasing(2, number(&v, "p")?)?.apply(&state(&v)?)?,
+            &v,
+        )?,
         "lindblad_step" => {
-            let l = Lindbladian::from_operators(matrix(&v, "hamiltonian")?, &matrices(&v, "jump_ops")?)?;
-            compare(&l.evolve(&state(&v)?, number(&v, "dt")?, LINDBLAD_TOL)?.into_state()?, &v)?
+            let l = Lindbladian::from_operators(
+                matrix(&v, "hamiltonian")?,
+                &matrices(&v, "jump_ops")?,
+            )?;
+            compare(
+                &l.evolve(&state(&v)?, number(&v, "dt")?, LINDBLAD_TOL)?
+                    .into_state()?,
+                &v,
+            )?
         }
         "observables" => {
             let obs = state(&v)?.observables()?;
             let e = (obs.entropy - number(&v, "entropy_nats")?).abs();
             e.max((obs.purity - number(&v, "purity")?).abs())
         }
-        other => return Err(KernelError::param("kind", format!("\"{other}\" is not a known test-vector kind"))),
+        other => {
+            return Err(KernelError::param(
+                "kind",
+                format!("\"{other}\" is not a known test-vector kind"),
+            ))
+        }
     };
-    Ok(VectorReport { kind, max_error, tolerance })
+    Ok(VectorReport {
+        kind,
+        max_error,
+        tolerance,
+    })
 }

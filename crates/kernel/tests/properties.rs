@@ -1,7 +1,9 @@
 //! Property tests of the kernel's invariants (SPEC K1, K5, K7).
 
-use capsule_kernel::linalg::{self, c64, standard_normal};
-use capsule_kernel::{restore, snapshot, DensityMatrix, Kernel, KernelConfig, KernelError, KrausChannel, Lindbladian};
+use capsule_kernel::linalg::{self, c64};
+use capsule_kernel::{
+    restore, snapshot, DensityMatrix, Kernel, KernelConfig, KernelError, KrausChannel, Lindbladian,
+};
 use faer::Mat;
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -11,26 +13,26 @@ fn gaussian(d: usize, rng: &mut ChaCha8Rng) -> Mat<c64> {
     linalg::random_gaussian(d, rng)
 }
 
-/// A random density matrix of rank r: A A† / Tr, A d×r Gaussian.
 fn random_state(d: usize, rank: usize, rng: &mut ChaCha8Rng) -> DensityMatrix {
-    let a = Mat::from_fn(d, rank, |_, _| c64::new(standard_normal(rng), standard_normal(rng)));
-    let m = &a * a.adjoint();
-    let tr = linalg::trace(m.as_ref()).re;
-    DensityMatrix::new(m * faer::Scale(c64::new(1.0 / tr, 0.0))).expect("valid by construction")
+    capsule_kernel::random::density_matrix(d, rank, rng).expect("valid by construction")
 }
 
-/// A random complete Kraus set: blocks of an isometry V (k·d × d), V = Q of a QR.
 fn random_channel(d: usize, k: usize, rng: &mut ChaCha8Rng) -> KrausChannel {
-    let a = Mat::from_fn(k * d, d, |_, _| c64::new(standard_normal(rng), standard_normal(rng)));
-    let q = a.qr().compute_thin_Q();
-    let ops: Vec<Mat<c64>> = (0..k).map(|i| q.subrows(i * d, d).to_owned()).collect();
-    KrausChannel::new(&ops).expect("an isometry's blocks are complete")
+    capsule_kernel::random::kraus_channel(d, k, rng).expect("an isometry's blocks are complete")
 }
 
 fn assert_valid(rho: &DensityMatrix, tol: f64) {
     let obs = rho.observables().expect("eigenvalues converge");
-    assert!(obs.trace_error <= tol, "trace error {:.3e}", obs.trace_error);
-    assert!(obs.hermiticity_error <= tol, "hermiticity {:.3e}", obs.hermiticity_error);
+    assert!(
+        obs.trace_error <= tol,
+        "trace error {:.3e}",
+        obs.trace_error
+    );
+    assert!(
+        obs.hermiticity_error <= tol,
+        "hermiticity {:.3e}",
+        obs.hermiticity_error
+    );
     assert!(obs.lambda_min >= -tol, "λ_min {:.3e}", obs.lambda_min);
 }
 
@@ -87,17 +89,29 @@ proptest! {
 
 #[test]
 fn a_snapshot_with_any_byte_flipped_fails_to_load_with_a_clear_error() {
-    let mut k = Kernel::new(KernelConfig { dim: 3, seed: 9, workspace_dim: 2, ..KernelConfig::default() }).expect("kernel");
+    let mut k = Kernel::new(KernelConfig {
+        dim: 3,
+        seed: 9,
+        workspace_dim: 2,
+        ..KernelConfig::default()
+    })
+    .expect("kernel");
     k.step(&[1.0, 2.0], false).expect("step");
     let bytes = snapshot(&k).expect("snapshot");
     for pos in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[pos] ^= 0x01;
         let err = restore(&bad).expect_err("corruption is detected");
-        assert!(err.to_string().contains("checksum mismatch"), "byte {pos}: {err}");
+        assert!(
+            err.to_string().contains("checksum mismatch"),
+            "byte {pos}: {err}"
+        );
     }
     assert!(restore(&bytes[..bytes.len() - 1]).is_err());
-    assert!(restore(&[]).expect_err("empty").to_string().contains("too short"));
+    assert!(restore(&[])
+        .expect_err("empty")
+        .to_string()
+        .contains("too short"));
 }
 
 #[test]
@@ -106,20 +120,34 @@ fn a_thousand_lindblad_steps_keep_the_trace_within_1e_10() {
     let d = 12;
     let a = gaussian(d, &mut rng);
     let h = (&a + a.adjoint()) * faer::Scale(c64::new(0.1, 0.0));
-    let jumps: Vec<_> = (0..3).map(|_| gaussian(d, &mut rng) * faer::Scale(c64::new(0.05, 0.0))).collect();
+    let jumps: Vec<_> = (0..3)
+        .map(|_| gaussian(d, &mut rng) * faer::Scale(c64::new(0.05, 0.0)))
+        .collect();
     let l = Lindbladian::from_operators(h, &jumps).expect("valid");
     let mut rho = random_state(d, 1, &mut rng);
     for _ in 0..1000 {
-        rho = l.evolve(&rho, 0.01, 1e-12).expect("evolves").into_state().expect("valid");
+        rho = l
+            .evolve(&rho, 0.01, 1e-12)
+            .expect("evolves")
+            .into_state()
+            .expect("valid");
     }
     assert_valid(&rho, 1e-10);
 }
 
 #[test]
 fn a_thousand_kernel_steps_keep_the_trace_within_1e_10() {
-    let mut k = Kernel::new(KernelConfig { dim: 16, seed: 3, workspace_dim: 4, ..KernelConfig::default() }).expect("kernel");
+    let mut k = Kernel::new(KernelConfig {
+        dim: 16,
+        seed: 3,
+        workspace_dim: 4,
+        ..KernelConfig::default()
+    })
+    .expect("kernel");
     for i in 0..1000 {
-        let out = k.step(&[(i as f64 * 0.01).sin(), 0.5, -0.5, 1.0], false).expect("step");
+        let out = k
+            .step(&[(i as f64 * 0.01).sin(), 0.5, -0.5, 1.0], false)
+            .expect("step");
         assert!(out.observables.trace_error <= 1e-10);
         assert!(out.is_valid);
     }
@@ -131,9 +159,17 @@ fn a_pure_state_stays_valid_under_the_lindblad_step() {
     let d = 10;
     let a = gaussian(d, &mut rng);
     let h = (&a + a.adjoint()) * faer::Scale(c64::new(0.2, 0.0));
-    let l = Lindbladian::from_operators(h, &[gaussian(d, &mut rng) * faer::Scale(c64::new(0.01, 0.0))]).expect("valid");
+    let l = Lindbladian::from_operators(
+        h,
+        &[gaussian(d, &mut rng) * faer::Scale(c64::new(0.01, 0.0))],
+    )
+    .expect("valid");
     let rho = random_state(d, 1, &mut rng);
     let out = l.evolve(&rho, 0.5, 1e-10).expect("evolves");
-    assert!(out.observables.lambda_min >= -1e-12, "{}", out.observables.lambda_min);
+    assert!(
+        out.observables.lambda_min >= -1e-12,
+        "{}",
+        out.observables.lambda_min
+    );
     out.into_state().expect("valid");
 }

@@ -31,7 +31,11 @@ fn every_kernel_test_vector_matches_within_its_tolerance() {
 fn a_hand_edited_expected_value_fails_the_check() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/kraus_apply_d2.json");
     let text = std::fs::read_to_string(path).expect("readable file");
-    let edited = text.replacen("\"expected_rho\": {\"re\": [[0.4", "\"expected_rho\": {\"re\": [[0.5", 1);
+    let edited = text.replacen(
+        "\"expected_rho\": {\"re\": [[0.4",
+        "\"expected_rho\": {\"re\": [[0.5",
+        1,
+    );
     assert_ne!(text, edited);
     let report = check_vector(&edited).expect("still well-formed");
     assert!(!report.passed());
@@ -41,7 +45,8 @@ fn a_hand_edited_expected_value_fails_the_check() {
 fn malformed_vector_files_are_rejected_naming_the_field() {
     let err = check_vector(r#"{"kind": "kraus_apply", "tolerance": 1e-12}"#).expect_err("no rho");
     assert!(err.to_string().contains("kraus"), "{err}");
-    let err = check_vector(r#"{"kind": "teleport", "tolerance": 1e-12}"#).expect_err("unknown kind");
+    let err =
+        check_vector(r#"{"kind": "teleport", "tolerance": 1e-12}"#).expect_err("unknown kind");
     assert!(err.to_string().contains("teleport"), "{err}");
     assert!(check_vector("not json").is_err());
 }
