@@ -48,8 +48,9 @@ fn number(v: &Value, name: &str) -> Result<f64> {
         .ok_or_else(|| KernelError::param(name, "is not a number"))
 }
 
-fn matrix(v: &Value, name: &str) -> Result<Mat<c64>> {
-    let m: ComplexMatrix = serde_json::from_value(field(v, name)?.clone())
+/// Parses one {re, im} matrix value; `name` labels it in errors.
+fn parse_matrix(value: &Value, name: &str) -> Result<Mat<c64>> {
+    let m = ComplexMatrix::deserialize(value)
         .map_err(|e| KernelError::param(name, format!("is not a {{re, im}} matrix: {e}")))?;
     let n = m.re.len();
     let square = |rows: &Vec<Vec<f64>>| rows.len() == n && rows.iter().all(|r| r.len() == n);
@@ -62,14 +63,17 @@ fn matrix(v: &Value, name: &str) -> Result<Mat<c64>> {
     Ok(Mat::from_fn(n, n, |i, j| c64::new(m.re[i][j], m.im[i][j])))
 }
 
+fn matrix(v: &Value, name: &str) -> Result<Mat<c64>> {
+    parse_matrix(field(v, name)?, name)
+}
+
 fn matrices(v: &Value, name: &str) -> Result<Vec<Mat<c64>>> {
-    let list = field(v, name)?
+    field(v, name)?
         .as_array()
-        .ok_or_else(|| KernelError::param(name, "is not a list"))?;
-    let wrapped: Vec<Value> = list.iter().map(|m| serde_json::json!({ "m": m })).collect();
-    wrapped
+        .ok_or_else(|| KernelError::param(name, "is not a list"))?
         .iter()
-        .map(|w| matrix(w, "m").map_err(|e| KernelError::param(name, e.to_string())))
+        .enumerate()
+        .map(|(i, m)| parse_matrix(m, &format!("{name}[{i}]")))
         .collect()
 }
 

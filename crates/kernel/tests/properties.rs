@@ -21,6 +21,16 @@ fn random_channel(d: usize, k: usize, rng: &mut ChaCha8Rng) -> KrausChannel {
     capsule_kernel::random::kraus_channel(d, k, rng).expect("an isometry's blocks are complete")
 }
 
+fn small_kernel(dim: usize, seed: u64, workspace_dim: usize) -> Kernel {
+    Kernel::new(KernelConfig {
+        dim,
+        seed,
+        workspace_dim,
+        ..KernelConfig::default()
+    })
+    .expect("kernel")
+}
+
 fn assert_valid(rho: &DensityMatrix, tol: f64) {
     let obs = rho.observables().expect("eigenvalues converge");
     assert!(
@@ -74,7 +84,7 @@ proptest! {
 
     #[test]
     fn snapshot_round_trip_is_exact(seed in any::<u64>(), steps in 0usize..6) {
-        let mut k = Kernel::new(KernelConfig { dim: 5, seed, workspace_dim: 2, ..KernelConfig::default() }).expect("kernel");
+        let mut k = small_kernel(5, seed, 2);
         for _ in 0..steps {
             k.step(&[0.7, -0.3], false).expect("step");
         }
@@ -89,13 +99,7 @@ proptest! {
 
 #[test]
 fn a_snapshot_with_any_byte_flipped_fails_to_load_with_a_clear_error() {
-    let mut k = Kernel::new(KernelConfig {
-        dim: 3,
-        seed: 9,
-        workspace_dim: 2,
-        ..KernelConfig::default()
-    })
-    .expect("kernel");
+    let mut k = small_kernel(3, 9, 2);
     k.step(&[1.0, 2.0], false).expect("step");
     let bytes = snapshot(&k).expect("snapshot");
     for pos in 0..bytes.len() {
@@ -137,13 +141,7 @@ fn a_thousand_lindblad_steps_keep_the_trace_within_1e_10() {
 
 #[test]
 fn a_thousand_kernel_steps_keep_the_trace_within_1e_10() {
-    let mut k = Kernel::new(KernelConfig {
-        dim: 16,
-        seed: 3,
-        workspace_dim: 4,
-        ..KernelConfig::default()
-    })
-    .expect("kernel");
+    let mut k = small_kernel(16, 3, 4);
     for i in 0..1000 {
         let out = k
             .step(&[(i as f64 * 0.01).sin(), 0.5, -0.5, 1.0], false)
