@@ -1,0 +1,779 @@
+//! The writer: durable group commit, checkpoints, key rotation, and
+//! recovery on open.
+//!
+//! Appenders encode their entries under one lock (which assigns `seq` and
+//! `ts`) and queue them; a single writer thread takes everything queued,
+//! writes the records to the current segment and fsyncs it, then writes the
+//! tree nodes and index slots and fsyncs those, and only then wakes the
+//! appenders. Many appends thus share three fsyncs, and an entry whose
+//! nodes are on disk is known to be durable in its segment: recovery uses
+//! that ordering to tell a torn tail (truncated) from damage to
+//! acknowledged entries (refused).
+
+use crate::checkpoints::{read_notes, NoteWriter};
+use crate::entry::{peek_action, AuditEntry, Record};
+use crate::error::{LedgerError, Result};
+use crate::keys::{follow_rotation, rotation_record, KeyStore, ROTATE_ACTION};
+use crate::layout::{
+    frame_record, index_slot, sync_parent, write_new_file, Layout, LedgerMeta, FORMAT,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+};
+use crate::merkle::{self, leaf_hash, postorder_len, Frontier, Hash};
+use crate::note::{check_name, Checkpoint, NoteSigner, TreeHead, VerifierKey};
+use crate::reader::{check_size, prove_inclusion, Files, InclusionProof};
+use crate::scan::scan;
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Limits and intervals of a ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// A checkpoint is issued at least this often while entries arrive.
+    pub checkpoint_interval: Duration,
+    /// A segment is closed once it reaches this size.
+    pub segment_bytes: u64,
+    /// Most entries written by one group commit.
+    pub max_batch: usize,
+    /// Most entries queued; appenders wait while the queue is full.
+    pub max_queue: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            checkpoint_interval: Duration::from_secs(1),
+            segment_bytes: 64 << 20,
+            max_batch: 1 << 16,
+            max_queue: 1 << 20,
+        }
+    }
+}
+
+/// What an acknowledged append returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub ts: i64,
+    pub leaf_hash: Hash,
+}
+
+/// What recovery found and did when the ledger was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Entries in the log after recovery.
+    pub entries: u64,
+    /// Entries whose nodes and index slots had to be rebuilt (durable in
+    /// their segment, but not yet acknowledged when the writer stopped).
+    pub rebuilt: u64,
+    /// Bytes cut from a torn tail of the last segment.
+    pub truncated_bytes: u64,
+    /// Bytes cut from a torn tail of the checkpoints file.
+    pub truncated_checkpoint_bytes: u64,
+}
+
+struct Queued {
+    payload: Vec<u8>,
+    leaf: Hash,
+    rotate_to: Option<Arc<dyn NoteSigner>>,
+}
+
+struct State {
+    next_seq: u64,
+    queue: VecDeque<Queued>,
+    durable: u64,
+    failed: Option<String>,
+    closing: bool,
+    want_checkpoint: bool,
+    latest: Option<Checkpoint>,
+}
+
+struct Shared {
+    layout: Layout,
+    origin: String,
+    config: LedgerConfig,
+    files: Files,
+    keys: KeyStore,
+    state: Mutex<State>,
+    wake_writer: Condvar,
+    progress: Condvar,
+    signer: RwLock<Arc<dyn NoteSigner>>,
+    rotating: Mutex<()>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, cv: &Condvar, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        cv.wait(g).unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An open, writable ledger. One per directory at a time (a lock file
+/// enforces it across processes).
+pub struct Ledger {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    recovery: Recovery,
+    _lock: File,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn create_segment(layout: &Layout, number: u32, first_seq: u64) -> Result<File> {
+    let path = layout.segment(number);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .map_err(LedgerError::io(&path))?;
+    let mut header = SEGMENT_MAGIC.to_vec();
+    header.extend_from_slice(&first_seq.to_le_bytes());
+    file.write_all(&header).map_err(LedgerError::io(&path))?;
+    file.sync_all().map_err(LedgerError::io(&path))?;
+    sync_parent(&path)?;
+    Ok(file)
+}
+
+fn open_append(path: &Path, len: u64) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(LedgerError::io(path))?;
+    let current = file.metadata().map_err(LedgerError::io(path))?.len();
+    if current != len {
+        file.set_len(len).map_err(LedgerError::io(path))?;
+        file.sync_all().map_err(LedgerError::io(path))?;
+    }
+    file.seek(SeekFrom::Start(len)).map_err(LedgerError::io(path))?;
+    Ok(file)
+}
+
+impl Ledger {
+    /// Make a new ledger in `dir` (absent or empty) with a fresh signing
+    /// key, and open it.
+    pub fn create(dir: &Path, origin: &str, config: LedgerConfig) -> Result<Ledger> {
+        check_name("origin", origin)?;
+        let layout = Layout::new(dir);
+        fs::create_dir_all(dir).map_err(LedgerError::io(dir))?;
+        if fs::read_dir(dir).map_err(LedgerError::io(dir))?.next().is_some() {
+            return Err(LedgerError::invalid(
+                "dir",
+                format!("{} is not empty; open the ledger there instead", dir.display()),
+            ));
+        }
+        fs::create_dir(layout.segments()).map_err(LedgerError::io(layout.segments()))?;
+        KeyStore::new(&layout.keys(), origin).create(1)?;
+        create_segment(&layout, 1, 0)?;
+        write_new_file(&layout.index(), &[], 0o644)?;
+        write_new_file(&layout.nodes(), &[], 0o644)?;
+        // ledger.json last: a directory without it was never a ledger.
+        LedgerMeta { format: FORMAT, origin: origin.into() }.write_new(&layout)?;
+        Ledger::open(dir, config)
+    }
+
+    /// Open `dir` if it holds a ledger, else create one.
+    pub fn open_or_create(dir: &Path, origin: &str, config: LedgerConfig) -> Result<Ledger> {
+        if Layout::new(dir).meta().exists() {
+            Ledger::open(dir, config)
+        } else {
+            Ledger::create(dir, origin, config)
+        }
+    }
+
+    /// Open an existing ledger, recovering from a crash: a torn tail is cut
+    /// off, entries durable in their segment get their nodes rebuilt, and
+    /// any damage to acknowledged entries, nodes, index slots or
+    /// checkpoints is refused with the file and offset.
+    pub fn open(dir: &Path, config: LedgerConfig) -> Result<Ledger> {
+        if config.max_batch == 0 || config.max_queue < config.max_batch || config.segment_bytes < 4096 {
+            return Err(LedgerError::invalid(
+                "config",
+                "need max_batch ≥ 1, max_queue ≥ max_batch and segment_bytes ≥ 4096",
+            ));
+        }
+        let layout = Layout::new(dir);
+        let meta = LedgerMeta::read(&layout)?;
+        let lock_path = layout.lock();
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(LedgerError::io(&lock_path))?;
+        lock.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => LedgerError::Locked { path: lock_path.clone() },
+            fs::TryLockError::Error(e) => LedgerError::io(&lock_path)(e),
+        })?;
+
+        let keys = KeyStore::new(&layout.keys(), &meta.origin);
+        let first_key = keys.load_public(1)?;
+        let r = recover(&layout, &meta.origin, first_key)?;
+        let (_, signer) = keys.find(&r.current_key)?;
+        let signer: Arc<dyn NoteSigner> = Arc::new(signer);
+        let files = Files::open(&layout)?;
+        let shared = Arc::new(Shared {
+            layout,
+            origin: meta.origin,
+            config,
+            files,
+            keys,
+            state: Mutex::new(State {
+                next_seq: r.report.entries,
+                queue: VecDeque::new(),
+                durable: r.report.entries,
+                failed: None,
+                closing: false,
+                want_checkpoint: false,
+                latest: r.latest.clone(),
+            }),
+            wake_writer: Condvar::new(),
+            progress: Condvar::new(),
+            signer: RwLock::new(signer.clone()),
+            rotating: Mutex::new(()),
+        });
+        let writer = Writer {
+            layout: shared.layout.clone(),
+            segment_bytes: shared.config.segment_bytes,
+            checkpoint_interval: shared.config.checkpoint_interval,
+            origin: shared.origin.clone(),
+            segment: r.segment,
+            segment_number: r.segment_number,
+            segment_len: r.segment_len,
+            index: r.index,
+            nodes: r.nodes,
+            notes: r.notes,
+            frontier: r.frontier,
+            signer,
+            last_checkpoint: Instant::now(),
+            last_checkpoint_size: r.latest.as_ref().map_or(0, |c| c.size()),
+            records: Vec::new(),
+            node_bytes: Vec::new(),
+            slots: Vec::new(),
+        };
+        let recovery = r.report;
+        let thread_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(&thread_shared))
+            .map_err(LedgerError::io(dir))?;
+        Ok(Ledger { shared, writer: Mutex::new(Some(handle)), recovery, _lock: lock })
+    }
+
+    /// What recovery did when this ledger was opened.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.shared.layout.dir()
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
+    /// The number of acknowledged (durable) entries.
+    pub fn size(&self) -> u64 {
+        self.shared.lock().durable
+    }
+
+    /// The key that signs new checkpoints.
+    pub fn verifier_key(&self) -> VerifierKey {
+        self.shared.signer.read().unwrap_or_else(|p| p.into_inner()).verifier().clone()
+    }
+
+    /// The key a verifier starts from: version 1.
+    pub fn first_key(&self) -> Result<VerifierKey> {
+        self.shared.keys.load_public(1)
+    }
+
+    /// Append one record; returns once it is durable.
+    pub fn append(&self, record: Record) -> Result<Receipt> {
+        let mut receipts = self.append_batch(vec![record])?;
+        Ok(receipts.pop().expect("one receipt per record"))
+    }
+
+    /// Append records in order; returns once all are durable. Nothing is
+    /// queued unless every record is valid.
+    pub fn append_batch(&self, records: Vec<Record>) -> Result<Vec<Receipt>> {
+        let tagged = records.into_iter().map(|r| (r, None)).collect();
+        self.enqueue(tagged)
+    }
+
+    fn enqueue(&self, records: Vec<(Record, Option<Arc<dyn NoteSigner>>)>) -> Result<Vec<Receipt>> {
+        for (i, (r, _)) in records.iter().enumerate() {
+            r.validate().map_err(|e| match e {
+                LedgerError::Invalid { field, reason } if records.len() > 1 => {
+                    LedgerError::invalid(format!("records[{i}].{field}"), reason)
+                }
+                e => e,
+            })?;
+        }
+        let n = records.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if n > self.shared.config.max_queue {
+            return Err(LedgerError::invalid(
+                "records",
+                format!("{n} records exceed the queue limit of {}", self.shared.config.max_queue),
+            ));
+        }
+        let shared = &self.shared;
+        let mut st = shared.lock();
+        loop {
+            if let Some(f) = &st.failed {
+                return Err(LedgerError::Failed(f.clone()));
+            }
+            if st.closing {
+                return Err(LedgerError::Closed);
+            }
+            if st.queue.len() + n <= shared.config.max_queue {
+                break;
+            }
+            st = shared.wait(&shared.progress, st);
+        }
+        let ts = now_ns();
+        let mut receipts = Vec::with_capacity(n);
+        for (record, rotate_to) in records {
+            let entry = AuditEntry { seq: st.next_seq, ts, record };
+            let payload = entry.encode();
+            let leaf = leaf_hash(&payload);
+            receipts.push(Receipt { seq: entry.seq, ts, leaf_hash: leaf });
+            st.queue.push_back(Queued { payload, leaf, rotate_to });
+            st.next_seq += 1;
+        }
+        let last = receipts.last().expect("n > 0").seq;
+        shared.wake_writer.notify_one();
+        while st.durable <= last {
+            if let Some(f) = &st.failed {
+                return Err(LedgerError::Failed(f.clone()));
+            }
+            st = shared.wait(&shared.progress, st);
+        }
+        Ok(receipts)
+    }
+
+    /// Entry `seq`, if acknowledged.
+    pub fn entry(&self, seq: u64) -> Result<AuditEntry> {
+        let size = self.size();
+        if seq >= size {
+            return Err(LedgerError::invalid("seq", format!("{seq} is not below the log size {size}")));
+        }
+        self.shared.files.entry(seq)
+    }
+
+    /// The root hash of the first `size` entries.
+    pub fn root(&self, size: u64) -> Result<Hash> {
+        check_size("size", size, self.size())?;
+        merkle::root(&self.shared.files, size)
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionProof> {
+        check_size("size", size, self.size())?;
+        prove_inclusion(&self.shared.files, index, size)
+    }
+
+    /// The consistency proof between tree sizes `old_size` ≤ `new_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>> {
+        check_size("new size", new_size, self.size())?;
+        merkle::consistency_proof(&self.shared.files, old_size, new_size)
+    }
+
+    /// The newest checkpoint, if any was issued.
+    pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        self.shared.lock().latest.clone()
+    }
+
+    /// A checkpoint covering every entry acknowledged before this call,
+    /// issued now if the newest one does not.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let shared = &self.shared;
+        let mut st = shared.lock();
+        let target = st.durable;
+        loop {
+            if let Some(cp) = &st.latest {
+                if cp.size() >= target {
+                    return Ok(cp.clone());
+                }
+            }
+            if let Some(f) = &st.failed {
+                return Err(LedgerError::Failed(f.clone()));
+            }
+            if st.closing {
+                return Err(LedgerError::Closed);
+            }
+            st.want_checkpoint = true;
+            shared.wake_writer.notify_one();
+            st = shared.wait(&shared.progress, st);
+        }
+    }
+
+    /// Rotate the signing key: make key version N+1, record the rotation
+    /// (signed by the current key), and issue a checkpoint with the new
+    /// key. Returns the new verifier key.
+    pub fn rotate_key(&self) -> Result<VerifierKey> {
+        let _one_at_a_time = self.shared.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = &self.shared.keys;
+        let version = keys.versions()?.last().copied().unwrap_or(0) + 1;
+        let new: Arc<dyn NoteSigner> = Arc::new(keys.create(version)?);
+        let old = self.shared.signer.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let record = rotation_record(&self.shared.origin, old.as_ref(), new.verifier(), version);
+        self.enqueue(vec![(record, Some(new.clone()))])?;
+        self.checkpoint()?;
+        Ok(new.verifier().clone())
+    }
+
+    /// Stop the writer after it has written everything queued and issued a
+    /// final checkpoint. Further appends fail with [`LedgerError::Closed`].
+    pub fn close(&self) -> Result<()> {
+        {
+            let mut st = self.shared.lock();
+            st.closing = true;
+            self.shared.wake_writer.notify_one();
+        }
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = handle.join();
+        }
+        match &self.shared.lock().failed {
+            Some(f) => Err(LedgerError::Failed(f.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// The writer thread's files and tree.
+struct Writer {
+    layout: Layout,
+    segment_bytes: u64,
+    checkpoint_interval: Duration,
+    origin: String,
+    segment: File,
+    segment_number: u32,
+    segment_len: u64,
+    index: File,
+    nodes: File,
+    notes: NoteWriter,
+    frontier: Frontier,
+    signer: Arc<dyn NoteSigner>,
+    last_checkpoint: Instant,
+    last_checkpoint_size: u64,
+    records: Vec<u8>,
+    node_bytes: Vec<u8>,
+    slots: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self, shared: &Shared) {
+        loop {
+            let mut st = shared.lock();
+            loop {
+                if !st.queue.is_empty() || st.want_checkpoint || st.closing {
+                    break;
+                }
+                if st.durable > self.last_checkpoint_size {
+                    let due = self.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
+                    if due.is_zero() {
+                        break;
+                    }
+                    st = shared
+                        .wake_writer
+                        .wait_timeout(st, due)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                } else {
+                    st = shared.wait(&shared.wake_writer, st);
+                }
+            }
+            let take = st.queue.len().min(shared.config.max_batch);
+            let batch: Vec<Queued> = st.queue.drain(..take).collect();
+            let closing = st.closing && st.queue.is_empty();
+            drop(st);
+
+            if !batch.is_empty() {
+                if let Err(e) = self.write(&batch) {
+                    self.fail(shared, e);
+                    return;
+                }
+                let mut st = shared.lock();
+                st.durable += batch.len() as u64;
+                shared.progress.notify_all();
+                drop(st);
+                for q in &batch {
+                    if let Some(next) = &q.rotate_to {
+                        self.signer = next.clone();
+                        *shared.signer.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+                    }
+                }
+            }
+
+            let mut st = shared.lock();
+            let durable = st.durable;
+            let stale = durable > self.last_checkpoint_size;
+            let due = self.last_checkpoint.elapsed() >= self.checkpoint_interval;
+            if stale && (due || st.want_checkpoint || closing) {
+                drop(st);
+                let cp = match self.checkpoint(durable) {
+                    Ok(cp) => cp,
+                    Err(e) => {
+                        self.fail(shared, e);
+                        return;
+                    }
+                };
+                st = shared.lock();
+                st.latest = Some(cp);
+            }
+            if st.want_checkpoint && st.durable <= self.last_checkpoint_size {
+                st.want_checkpoint = false;
+            }
+            shared.progress.notify_all();
+            if closing {
+                return;
+            }
+        }
+    }
+
+    fn fail(&self, shared: &Shared, e: LedgerError) {
+        let mut st = shared.lock();
+        st.failed = Some(e.to_string());
+        st.queue.clear();
+        shared.progress.notify_all();
+    }
+
+    /// Write one group: records, fsync; nodes and index slots, fsync.
+    fn write(&mut self, batch: &[Queued]) -> Result<()> {
+        let before = (self.segment_len, self.frontier.clone());
+        let result = self.write_inner(batch);
+        if result.is_err() {
+            // Best effort: leave no half-written group behind. Recovery on
+            // the next open copes either way.
+            let _ = self.segment.set_len(before.0);
+            let nodes = postorder_len(before.1.size()) * 32;
+            let _ = self.nodes.set_len(nodes);
+            let _ = self.index.set_len(before.1.size() * 8);
+        }
+        result
+    }
+
+    fn write_inner(&mut self, batch: &[Queued]) -> Result<()> {
+        self.records.clear();
+        self.node_bytes.clear();
+        self.slots.clear();
+        let first_seq = self.frontier.size();
+        for (i, q) in batch.iter().enumerate() {
+            let record_len = (RECORD_HEADER_LEN + q.payload.len()) as u64;
+            if self.segment_len + record_len > self.segment_bytes
+                && self.segment_len > SEGMENT_HEADER_LEN
+            {
+                self.flush_records()?;
+                self.segment_number += 1;
+                self.segment = create_segment(&self.layout, self.segment_number, first_seq + i as u64)?;
+                self.segment_len = SEGMENT_HEADER_LEN;
+            }
+            self.slots
+                .extend_from_slice(&index_slot(self.segment_number, self.segment_len).to_le_bytes());
+            frame_record(&q.payload, &mut self.records);
+            self.segment_len += record_len;
+        }
+        self.flush_records()?;
+        for q in batch {
+            let out = &mut self.node_bytes;
+            self.frontier.push(q.leaf, |_, _, h| out.extend_from_slice(h));
+        }
+        let (nodes_path, index_path) = (self.layout.nodes(), self.layout.index());
+        self.nodes.write_all(&self.node_bytes).map_err(LedgerError::io(&nodes_path))?;
+        self.index.write_all(&self.slots).map_err(LedgerError::io(&index_path))?;
+        self.nodes.sync_data().map_err(LedgerError::io(&nodes_path))?;
+        self.index.sync_data().map_err(LedgerError::io(&index_path))?;
+        Ok(())
+    }
+
+    fn flush_records(&mut self) -> Result<()> {
+        let path = self.layout.segment(self.segment_number);
+        self.segment.write_all(&self.records).map_err(LedgerError::io(&path))?;
+        self.segment.sync_data().map_err(LedgerError::io(&path))?;
+        self.records.clear();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, size: u64) -> Result<Checkpoint> {
+        debug_assert_eq!(size, self.frontier.size());
+        let head = TreeHead { origin: self.origin.clone(), size, root: self.frontier.root() };
+        let cp = Checkpoint::sign(head, self.signer.as_ref());
+        self.notes.append(cp.text())?;
+        self.last_checkpoint = Instant::now();
+        self.last_checkpoint_size = size;
+        Ok(cp)
+    }
+}
+
+/// The files after recovery, positioned at their ends.
+struct Recovered {
+    segment: File,
+    segment_number: u32,
+    segment_len: u64,
+    index: File,
+    nodes: File,
+    notes: NoteWriter,
+    frontier: Frontier,
+    report: Recovery,
+    latest: Option<Checkpoint>,
+    current_key: VerifierKey,
+}
+
+/// Bring the files back to a consistent state, or refuse.
+fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Recovered> {
+    let files = Files::open(layout)?;
+    let acked = files.stored_size()?;
+    drop(files);
+    let mut key_schedule: Vec<(u64, VerifierKey)> = vec![(0, first_key)];
+    let scan = scan(layout, acked, |seq, payload| {
+        if peek_action(payload) == Some(ROTATE_ACTION.as_bytes()) {
+            let entry = AuditEntry::decode(payload)?;
+            let current = &key_schedule.last().expect("first key").1;
+            if let Some(next) = follow_rotation(origin, &entry, current)? {
+                key_schedule.push((seq + 1, next));
+            }
+        }
+        Ok(())
+    })?;
+    let last_segment = scan.segments.last().map_or(1, |s| s.0);
+    let mut recovery = Recovery { entries: scan.entries, ..Default::default() };
+
+    if scan.entries < acked {
+        if let Some(bad) = &scan.bad {
+            return Err(LedgerError::corrupt(
+                &bad.file,
+                bad.offset,
+                format!("{} (entry {} was acknowledged)", bad.reason, scan.entries),
+            ));
+        }
+        return Err(LedgerError::corrupt(
+            layout.index(),
+            scan.entries * 8,
+            format!("index and nodes hold {acked} acknowledged entries but the segments end after {}", scan.entries),
+        ));
+    }
+    if let Some(p) = scan.node_mismatch.filter(|&p| p < postorder_len(acked)) {
+        return Err(LedgerError::corrupt(layout.nodes(), p * 32, "stored node hash differs from the entries"));
+    }
+    if let Some(i) = scan.index_mismatch.filter(|&i| i < acked) {
+        return Err(LedgerError::corrupt(layout.index(), i * 8, "index slot does not point at its entry"));
+    }
+    let mut segment_len = scan.segments.last().map_or(0, |s| s.1);
+    if let Some(bad) = &scan.bad {
+        if bad.segment != last_segment {
+            return Err(LedgerError::corrupt(&bad.file, bad.offset, bad.reason.clone()));
+        }
+        let len = fs::metadata(&bad.file).map_err(LedgerError::io(&bad.file))?.len();
+        recovery.truncated_bytes = len - bad.offset;
+        segment_len = bad.offset;
+    }
+    let mut segment_number = last_segment;
+    let segment = if segment_len < SEGMENT_HEADER_LEN {
+        // The last segment's header is torn: it was being created.
+        let path = layout.segment(last_segment);
+        fs::remove_file(&path).map_err(LedgerError::io(&path))?;
+        sync_parent(&path)?;
+        if last_segment > 1 {
+            segment_number -= 1;
+            let prev = layout.segment(segment_number);
+            let len = fs::metadata(&prev).map_err(LedgerError::io(&prev))?.len();
+            segment_len = len;
+            open_append(&prev, len)?
+        } else {
+            segment_len = SEGMENT_HEADER_LEN;
+            create_segment(layout, 1, 0)?
+        }
+    } else {
+        open_append(&layout.segment(last_segment), segment_len)?
+    };
+
+    // Derived files: keep the acknowledged part, rebuild the rest.
+    let mut nodes = open_append(&layout.nodes(), postorder_len(acked) * 32)?;
+    let mut index = open_append(&layout.index(), acked * 8)?;
+    let mut frontier = scan.frontier_at_tail;
+    let mut node_bytes = Vec::new();
+    let mut slots = Vec::new();
+    for t in &scan.tail {
+        frontier.push(t.leaf, |_, _, h| node_bytes.extend_from_slice(h));
+        slots.extend_from_slice(&t.slot.to_le_bytes());
+    }
+    recovery.rebuilt = scan.tail.len() as u64;
+    if !scan.tail.is_empty() {
+        nodes.write_all(&node_bytes).map_err(LedgerError::io(layout.nodes()))?;
+        index.write_all(&slots).map_err(LedgerError::io(layout.index()))?;
+        nodes.sync_data().map_err(LedgerError::io(layout.nodes()))?;
+        index.sync_data().map_err(LedgerError::io(layout.index()))?;
+    }
+    debug_assert_eq!(frontier.size(), scan.entries);
+
+    // Checkpoints: a torn last record is cut; anything else must verify.
+    let notes_path = layout.checkpoints();
+    let notes = read_notes(&notes_path)?;
+    if let Some((offset, torn, reason)) = &notes.bad {
+        if !torn {
+            return Err(LedgerError::corrupt(&notes_path, *offset, reason.clone()));
+        }
+        let len = fs::metadata(&notes_path).map_err(LedgerError::io(&notes_path))?.len();
+        recovery.truncated_checkpoint_bytes = len - offset;
+    }
+    let latest = match notes.notes.last() {
+        None => None,
+        Some(note) => {
+            let corrupt = |reason: String| LedgerError::corrupt(&notes_path, note.offset, reason);
+            // Any key of the schedule may have signed it; the size tells which must have.
+            let cp = key_schedule
+                .iter()
+                .find_map(|(_, k)| Checkpoint::verify(&note.text, k).ok())
+                .ok_or_else(|| corrupt("newest checkpoint's signature does not verify".into()))?;
+            let size = cp.size();
+            let expected_key = &key_schedule.iter().rev().find(|(from, _)| *from <= size).expect("first key").1;
+            if cp.key_id() != expected_key.key_id() {
+                return Err(corrupt(format!("checkpoint of size {size} is not signed by the key in force then")));
+            }
+            if size > scan.entries {
+                return Err(corrupt(format!("newest checkpoint covers {size} entries; the log holds {}", scan.entries)));
+            }
+            let files = Files::open(layout)?;
+            if merkle::root(&files, size)? != *cp.root() {
+                return Err(corrupt(format!("checkpoint root for size {size} does not match the entries")));
+            }
+            if cp.head().origin != origin {
+                return Err(corrupt(format!("checkpoint origin {:?} is not this log's", cp.head().origin)));
+            }
+            Some(cp)
+        }
+    };
+    Ok(Recovered {
+        segment,
+        segment_number,
+        segment_len,
+        index,
+        nodes,
+        notes: NoteWriter::open(&notes_path, notes.end)?,
+        frontier,
+        report: recovery,
+        latest,
+        current_key: key_schedule.last().expect("first key").1.clone(),
+    })
+}
