@@ -19,6 +19,8 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Kernel operations against NumPy (and Lindblad evolution against QuTiP).
     Kernel(KernelBenchArgs),
+    /// The audit ledger against a hash-chained, per-entry-signed JSON-lines log.
+    Audit(crate::bench_audit::AuditBenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -239,7 +241,10 @@ impl Row {
 }
 
 pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
-    let BenchCommand::Kernel(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Kernel(args) => args,
+        BenchCommand::Audit(args) => return crate::bench_audit::run(args),
+    };
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }

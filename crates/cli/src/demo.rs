@@ -1,8 +1,10 @@
 //! `capsule demo`: a short kernel session with a workspace that changes over
-//! time, narrated. Everything runs in-process on embedded defaults.
+//! time, each step recorded in an audit ledger, narrated. Everything runs
+//! in-process on embedded defaults, in a temporary directory.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use capsule_kernel::{restore, snapshot, Kernel, KernelConfig};
+use capsule_ledger::{verify, Ledger, LedgerConfig, LedgerError, Record};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -41,6 +43,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("Starting in the pure ground state |0⟩⟨0| (entropy 0). The workspace vector gw rotates each step;");
     println!("every 10th step the kernel measures and collapses to a basis state.\n");
     let mut kernel = Kernel::new(config)?;
+    let tmp = tempfile::tempdir().context("creating a temporary directory for the demo ledger")?;
+    let ledger_dir = tmp.path().join("ledger");
+    let ledger = Ledger::create(&ledger_dir, "capsule.local/demo", LedgerConfig::default())?;
     println!(
         "{:>5} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9}  event",
         "step", "t", "dt", "entropy", "purity", "trace_err", "l1_coh"
@@ -68,10 +73,37 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             out.observables.trace_error,
             out.observables.l1_coherence
         );
+        let mut record = Record::new("agent:demo", "brain.step", if out.is_valid { "ok" } else { "invalid" });
+        record.subject = "kernel/demo".into();
+        record.reason = if event.is_empty() { "step".into() } else { event.clone() };
+        record.meta = serde_json::json!({
+            "step": out.step, "entropy": out.observables.entropy, "measured_state": out.measured_state,
+        });
+        ledger.append(record)?;
         if !out.is_valid {
             anyhow::bail!("invalid state at step {}: the kernel halted", out.step);
         }
     }
+    let checkpoint = ledger.checkpoint()?;
+    let first_key = ledger.first_key()?;
+    let proven = 9.min(ledger.size() - 1);
+    let proof = ledger.inclusion_proof(proven, checkpoint.size())?;
+    let proof_ok = proof.verify().is_ok() && &proof.root == checkpoint.root();
+    ledger.close()?;
+    drop(ledger);
+    let report = verify(&ledger_dir, &first_key)?;
+    let segment = ledger_dir.join("segments/00000001.seg");
+    let mut seg_bytes = std::fs::read(&segment)?;
+    let flip_at = seg_bytes.len() / 3;
+    seg_bytes[flip_at] ^= 0x01;
+    std::fs::write(&segment, &seg_bytes)?;
+    let caught = match verify(&ledger_dir, &first_key) {
+        Err(LedgerError::Corrupt { offset, reason, .. }) => {
+            format!("caught: segment 00000001.seg, record at offset {offset}: {reason}")
+        }
+        Err(e) => format!("caught: {e}"),
+        Ok(_) => "NOT caught (unexpected)".into(),
+    };
     let bytes = snapshot(&kernel)?;
     let back = restore(&bytes)?;
     let exact = back.state() == kernel.state();
@@ -94,7 +126,19 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "- Snapshot: {} bytes; restored exactly: {exact}; with one byte flipped: {refused}.",
         bytes.len()
     );
-    Ok(if exact {
+    println!(
+        "- Audit ledger: {} entries, one per step; checkpoint of size {} signed by {}.",
+        report.entries,
+        checkpoint.size(),
+        first_key
+    );
+    println!(
+        "- Inclusion proof of step {} ({} hashes) leads to the checkpoint root: {proof_ok}; verify passed.",
+        proven + 1,
+        proof.path.len()
+    );
+    println!("- One bit flipped at byte {flip_at} of the ledger's segment: {caught}.");
+    Ok(if exact && proof_ok && !caught.contains("NOT") {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -4,7 +4,9 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod bench;
+mod bench_audit;
 mod demo;
 mod kernel_cmd;
 
@@ -26,6 +28,8 @@ enum Command {
         #[command(subcommand)]
         command: kernel_cmd::KernelCommand,
     },
+    /// The audit ledger: append, verify, prove, consistency, tail, pubkey.
+    Audit(audit_cmd::AuditArgs),
     /// A short guided session on embedded defaults.
     Demo(demo::DemoArgs),
     /// Measure performance against reference implementations.
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Kernel { command } => kernel_cmd::run(command),
+        Command::Audit(args) => audit_cmd::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench { command } => bench::run(command),
     };

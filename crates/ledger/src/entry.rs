@@ -326,6 +326,16 @@ mod tests {
     }
 
     proptest! {
+        /// Any finite float in meta survives encode → decode exactly (this
+        /// needs serde_json's `float_roundtrip`).
+        #[test]
+        fn floats_in_meta_round_trip(x in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
+            let mut record = Record::new("a", "b", "ok");
+            record.meta = serde_json::json!({"x": x});
+            let e = AuditEntry { seq: 1, ts: 2, record };
+            prop_assert_eq!(AuditEntry::decode(&e.encode()).unwrap(), e);
+        }
+
         #[test]
         fn decode_inverts_encode(
             seq in any::<u64>(), ts in any::<i64>(),

@@ -13,7 +13,7 @@
 use crate::entry::{AuditEntry, Record};
 use crate::error::{LedgerError, Result};
 use crate::layout::write_new_file;
-use crate::note::{KeySigner, NoteSigner, VerifierKey};
+use crate::note::{Checkpoint, KeySigner, NoteSigner, VerifierKey};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::SigningKey;
@@ -170,6 +170,61 @@ pub fn follow_rotation(origin: &str, entry: &AuditEntry, current: &VerifierKey) 
         return Err(bad("the old key's signature over the new key does not verify"));
     }
     Ok(Some(new))
+}
+
+/// The keys in force over a log: version 1 from size 0, then each key named
+/// by a rotation entry from the size just past it.
+#[derive(Debug, Clone)]
+pub struct KeySchedule {
+    origin: String,
+    /// (first tree size the key signs, key), ascending.
+    keys: Vec<(u64, VerifierKey)>,
+}
+
+impl KeySchedule {
+    pub fn new(origin: &str, first: VerifierKey) -> Self {
+        KeySchedule { origin: origin.into(), keys: vec![(0, first)] }
+    }
+
+    /// Take note of entry `entry`; a rotation must be signed by the key in force.
+    pub fn follow(&mut self, entry: &AuditEntry) -> Result<()> {
+        if let Some(next) = follow_rotation(&self.origin, entry, self.current())? {
+            self.keys.push((entry.seq + 1, next));
+        }
+        Ok(())
+    }
+
+    /// The key that must sign a checkpoint of `size`.
+    pub fn key_for(&self, size: u64) -> &VerifierKey {
+        &self.keys.iter().rev().find(|(from, _)| *from <= size).expect("the first key covers size 0").1
+    }
+
+    /// The key in force after the last rotation.
+    pub fn current(&self) -> &VerifierKey {
+        &self.keys.last().expect("the first key").1
+    }
+
+    pub fn rotations(&self) -> u64 {
+        self.keys.len() as u64 - 1
+    }
+
+    /// Verify a stored checkpoint note with the key its size calls for, and
+    /// check its origin.
+    pub fn verify_note(&self, text: &str) -> Result<Checkpoint> {
+        let size: u64 = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| LedgerError::invalid("checkpoint", "no tree size line"))?;
+        let cp = Checkpoint::verify(text, self.key_for(size))?;
+        if cp.head().origin != self.origin {
+            return Err(LedgerError::invalid(
+                "checkpoint",
+                format!("origin {:?} is not this log's {:?}", cp.head().origin, self.origin),
+            ));
+        }
+        Ok(cp)
+    }
 }
 
 #[cfg(test)]

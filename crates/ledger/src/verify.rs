@@ -8,7 +8,7 @@
 use crate::checkpoints::read_notes;
 use crate::entry::AuditEntry;
 use crate::error::{LedgerError, Result};
-use crate::keys::follow_rotation;
+use crate::keys::KeySchedule;
 use crate::layout::{Layout, LedgerMeta};
 use crate::merkle::{self, postorder_len};
 use crate::note::{Checkpoint, VerifierKey};
@@ -41,15 +41,8 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
             format!("trusted key is named {:?}, the log's origin is {origin:?}", trusted.name()),
         ));
     }
-    let mut schedule: Vec<(u64, VerifierKey)> = vec![(0, trusted.clone())];
-    let s = scan(&layout, u64::MAX, |seq, payload| {
-        let entry = AuditEntry::decode(payload)?;
-        let current = &schedule.last().expect("trusted key").1;
-        if let Some(next) = follow_rotation(origin, &entry, current)? {
-            schedule.push((seq + 1, next));
-        }
-        Ok(())
-    })?;
+    let mut schedule = KeySchedule::new(origin, trusted.clone());
+    let s = scan(&layout, u64::MAX, |_, payload| schedule.follow(&AuditEntry::decode(payload)?))?;
     if let Some(bad) = s.bad {
         let what = if bad.truncated { " (torn tail: open the ledger once to recover it)" } else { "" };
         return Err(LedgerError::corrupt(bad.file, bad.offset, format!("{}{what}", bad.reason)));
@@ -93,18 +86,8 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
     let mut previous: Option<Checkpoint> = None;
     for note in &notes.notes {
         let at = |reason: String| LedgerError::corrupt(&notes_path, note.offset, reason);
-        // The size line decides which key must have signed; read it first.
-        let size: u64 = note
-            .text
-            .lines()
-            .nth(1)
-            .and_then(|l| l.parse().ok())
-            .ok_or_else(|| at("checkpoint has no tree size line".into()))?;
-        let key = &schedule.iter().rev().find(|(from, _)| *from <= size).expect("trusted key").1;
-        let cp = Checkpoint::verify(&note.text, key).map_err(|e| at(e.to_string()))?;
-        if cp.head().origin != origin {
-            return Err(at(format!("origin {:?} is not this log's {origin:?}", cp.head().origin)));
-        }
+        let cp = schedule.verify_note(&note.text).map_err(|e| at(e.to_string()))?;
+        let size = cp.size();
         if size > n {
             return Err(at(format!("checkpoint covers {size} entries; the log holds {n}")));
         }
@@ -124,8 +107,8 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
     Ok(VerifyReport {
         entries: n,
         checkpoints: notes.notes.len() as u64,
-        key_rotations: schedule.len() as u64 - 1,
+        key_rotations: schedule.rotations(),
         latest: previous.map(|c| (c.size(), hex::encode(c.root()))),
-        current_key: schedule.last().expect("trusted key").1.to_string(),
+        current_key: schedule.current().to_string(),
     })
 }
