@@ -28,6 +28,10 @@ pub struct AuditBenchArgs {
     /// Entries per batch in the batched-append figure.
     #[arg(long, default_value_t = 8192)]
     batch: u64,
+    /// Threads appending batches at once in the throughput figure (their
+    /// batches share group commits, as a busy server's would).
+    #[arg(long, default_value_t = 1)]
+    appenders: usize,
     /// Single appends timed for the latency figure.
     #[arg(long, default_value_t = 2000)]
     latency_samples: u64,
@@ -88,8 +92,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
-    if args.entries == 0 || args.batch == 0 || args.latency_samples < 2 || args.proof_entries == 0 || args.proofs == 0 {
-        bail!("--entries, --batch, --proof-entries and --proofs must be ≥ 1 and --latency-samples ≥ 2");
+    if args.entries == 0 || args.batch == 0 || args.appenders == 0 || args.latency_samples < 2 || args.proof_entries == 0 || args.proofs == 0 {
+        bail!("--entries, --batch, --appenders, --proof-entries and --proofs must be ≥ 1 and --latency-samples ≥ 2");
     }
     let tmp = tempfile::Builder::new().prefix("capsule-bench-audit").tempdir_in(
         args.dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -104,13 +108,28 @@ pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
     // 1. Durable batched append throughput.
     let dir = root.join("throughput");
     let ledger = Ledger::create(&dir, "bench.capsule/throughput", config.clone())?;
+    let next = std::sync::atomic::AtomicU64::new(0);
     let t = Instant::now();
-    let mut i = 0;
-    while i < args.entries {
-        let n = args.batch.min(args.entries - i);
-        ledger.append_batch((i..i + n).map(record).collect())?;
-        i += n;
-    }
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..args.appenders)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(args.batch, std::sync::atomic::Ordering::Relaxed);
+                        if i >= args.entries {
+                            return Ok(());
+                        }
+                        let n = args.batch.min(args.entries - i);
+                        ledger.append_batch((i..i + n).map(record).collect())?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("an appender panicked"))??;
+        }
+        Ok(())
+    })?;
     let secs = t.elapsed().as_secs_f64();
     report.add("append_batched_throughput", args.entries as f64 / secs, "entries/s");
     let chain_dir = root.join("chain-throughput");
