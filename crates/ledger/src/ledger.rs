@@ -248,13 +248,7 @@ impl Ledger {
             segment_bytes: shared.config.segment_bytes,
             checkpoint_interval: shared.config.checkpoint_interval,
             origin: shared.origin.clone(),
-            segment: r.segment,
-            segment_number: r.segment_number,
-            segment_len: r.segment_len,
-            index: r.index,
-            nodes: r.nodes,
-            notes: r.notes,
-            frontier: r.frontier,
+            files: r.files,
             signer,
             last_checkpoint: Instant::now(),
             last_checkpoint_size: r.latest.as_ref().map_or(0, |c| c.size()),
@@ -467,13 +461,7 @@ struct Writer {
     segment_bytes: u64,
     checkpoint_interval: Duration,
     origin: String,
-    segment: File,
-    segment_number: u32,
-    segment_len: u64,
-    index: File,
-    nodes: File,
-    notes: NoteWriter,
-    frontier: Frontier,
+    files: TailFiles,
     signer: Arc<dyn NoteSigner>,
     last_checkpoint: Instant,
     last_checkpoint_size: u64,
@@ -562,15 +550,15 @@ impl Writer {
 
     /// Write one group: records, fsync; nodes and index slots, fsync.
     fn write(&mut self, batch: &[Queued]) -> Result<()> {
-        let before = (self.segment_len, self.frontier.clone());
+        let before = (self.files.segment_len, self.files.frontier.clone());
         let result = self.write_inner(batch);
         if result.is_err() {
             // Best effort: leave no half-written group behind. Recovery on
             // the next open copes either way.
-            let _ = self.segment.set_len(before.0);
+            let _ = self.files.segment.set_len(before.0);
             let nodes = postorder_len(before.1.size()) * 32;
-            let _ = self.nodes.set_len(nodes);
-            let _ = self.index.set_len(before.1.size() * 8);
+            let _ = self.files.nodes.set_len(nodes);
+            let _ = self.files.index.set_len(before.1.size() * 8);
         }
         result
     }
@@ -579,33 +567,33 @@ impl Writer {
         self.records.clear();
         self.node_bytes.clear();
         self.slots.clear();
-        let first_seq = self.frontier.size();
+        let first_seq = self.files.frontier.size();
         for (i, q) in batch.iter().enumerate() {
             let record_len = (RECORD_HEADER_LEN + q.payload.len()) as u64;
-            if self.segment_len + record_len > self.segment_bytes
-                && self.segment_len > SEGMENT_HEADER_LEN
+            if self.files.segment_len + record_len > self.segment_bytes
+                && self.files.segment_len > SEGMENT_HEADER_LEN
             {
                 self.flush_records()?;
-                self.segment_number += 1;
-                self.segment = create_segment(&self.layout, self.segment_number, first_seq + i as u64)?;
-                self.segment_len = SEGMENT_HEADER_LEN;
+                self.files.segment_number += 1;
+                self.files.segment = create_segment(&self.layout, self.files.segment_number, first_seq + i as u64)?;
+                self.files.segment_len = SEGMENT_HEADER_LEN;
             }
             self.slots
-                .extend_from_slice(&index_slot(self.segment_number, self.segment_len).to_le_bytes());
+                .extend_from_slice(&index_slot(self.files.segment_number, self.files.segment_len).to_le_bytes());
             frame_record(&q.payload, &mut self.records);
-            self.segment_len += record_len;
+            self.files.segment_len += record_len;
         }
         self.flush_records()?;
         for q in batch {
             let out = &mut self.node_bytes;
-            self.frontier.push(q.leaf, |_, _, h| out.extend_from_slice(h));
+            self.files.frontier.push(q.leaf, |_, _, h| out.extend_from_slice(h));
         }
         let (nodes_path, index_path) = (self.layout.nodes(), self.layout.index());
-        self.nodes.write_all(&self.node_bytes).map_err(LedgerError::io(&nodes_path))?;
-        self.index.write_all(&self.slots).map_err(LedgerError::io(&index_path))?;
+        self.files.nodes.write_all(&self.node_bytes).map_err(LedgerError::io(&nodes_path))?;
+        self.files.index.write_all(&self.slots).map_err(LedgerError::io(&index_path))?;
         // The two fsyncs are independent; overlapping them saves one
         // device round trip per group.
-        let (nodes, index) = (&self.nodes, &self.index);
+        let (nodes, index) = (&self.files.nodes, &self.files.index);
         std::thread::scope(|s| {
             let index_sync = s.spawn(|| index.sync_data());
             let nodes_sync = nodes.sync_data();
@@ -616,26 +604,26 @@ impl Writer {
     }
 
     fn flush_records(&mut self) -> Result<()> {
-        let path = self.layout.segment(self.segment_number);
-        self.segment.write_all(&self.records).map_err(LedgerError::io(&path))?;
-        self.segment.sync_data().map_err(LedgerError::io(&path))?;
+        let path = self.layout.segment(self.files.segment_number);
+        self.files.segment.write_all(&self.records).map_err(LedgerError::io(&path))?;
+        self.files.segment.sync_data().map_err(LedgerError::io(&path))?;
         self.records.clear();
         Ok(())
     }
 
     fn checkpoint(&mut self, size: u64) -> Result<Checkpoint> {
-        debug_assert_eq!(size, self.frontier.size());
-        let head = TreeHead { origin: self.origin.clone(), size, root: self.frontier.root() };
+        debug_assert_eq!(size, self.files.frontier.size());
+        let head = TreeHead { origin: self.origin.clone(), size, root: self.files.frontier.root() };
         let cp = Checkpoint::sign(head, self.signer.as_ref());
-        self.notes.append(cp.text())?;
+        self.files.notes.append(cp.text())?;
         self.last_checkpoint = Instant::now();
         self.last_checkpoint_size = size;
         Ok(cp)
     }
 }
 
-/// The files after recovery, positioned at their ends.
-struct Recovered {
+/// The files the writer appends to, positioned at their ends, and the tree.
+struct TailFiles {
     segment: File,
     segment_number: u32,
     segment_len: u64,
@@ -643,6 +631,11 @@ struct Recovered {
     nodes: File,
     notes: NoteWriter,
     frontier: Frontier,
+}
+
+/// What recovery hands to the writer.
+struct Recovered {
+    files: TailFiles,
     report: Recovery,
     latest: Option<Checkpoint>,
     current_key: VerifierKey,
@@ -761,13 +754,15 @@ fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Reco
     debug_assert_eq!(frontier.size(), scan.entries);
 
     Ok(Recovered {
-        segment,
-        segment_number,
-        segment_len,
-        index,
-        nodes,
-        notes: NoteWriter::open(&notes_path, notes.end)?,
-        frontier,
+        files: TailFiles {
+            segment,
+            segment_number,
+            segment_len,
+            index,
+            nodes,
+            notes: NoteWriter::open(&notes_path, notes.end)?,
+            frontier,
+        },
         report: recovery,
         latest,
         current_key: schedule.current().clone(),
