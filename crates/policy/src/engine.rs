@@ -1,0 +1,361 @@
+//! Decisions: the kill switch, the Cedar rules, the guardian, the autonomy
+//! table and the lane guard, in that order, with an explanation, recorded
+//! in the ledger.
+
+use crate::autonomy::{self, Affect, Mode, Outcome, SafetyLevel, Situation};
+use crate::error::{PolicyError, Result};
+use crate::guardian::{Guardian, GuardianRefusal};
+use crate::lanes::{self, Execution, Lane};
+use crate::rules::{Name, RuleSet};
+use capsule_ledger::{Ledger, Receipt, Record, VerifierKey};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+/// Settings of the engine (`policy.json` beside the policy files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub mode: Mode,
+    pub modification_enabled: bool,
+    pub guardian: Guardian,
+    /// Distinct approver signatures an approval needs.
+    pub approval_quorum: u32,
+    /// Distinct operator signatures disarming the kill switch needs.
+    pub disarm_quorum: u32,
+    /// Approver keys, `<name>+<id>+<base64 key>`.
+    pub approvers: Vec<String>,
+    /// Operator keys, same form.
+    pub operators: Vec<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            mode: Mode::SemiAutonomous,
+            modification_enabled: false,
+            guardian: Guardian::default(),
+            approval_quorum: 1,
+            disarm_quorum: 1,
+            approvers: Vec::new(),
+            operators: Vec::new(),
+        }
+    }
+}
+
+/// The name of the settings file in a policy directory.
+pub const CONFIG_FILE: &str = "policy.json";
+
+impl PolicyConfig {
+    /// Read `dir/policy.json`; a missing file gives the defaults.
+    pub fn load(dir: &Path) -> Result<PolicyConfig> {
+        let path = dir.join(CONFIG_FILE);
+        let config: PolicyConfig = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PolicyError::PolicyFile {
+                file: path.display().to_string(),
+                line: e.line(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PolicyConfig::default(),
+            Err(e) => return Err(PolicyError::io(&path)(e)),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.guardian.validate()?;
+        for (field, q) in [("approval_quorum", self.approval_quorum), ("disarm_quorum", self.disarm_quorum)] {
+            if q == 0 || q > 32 {
+                return Err(PolicyError::invalid(field, format!("{q} is outside 1..=32")));
+            }
+        }
+        self.approver_keys()?;
+        self.operator_keys()?;
+        Ok(())
+    }
+
+    fn keys(field: &str, texts: &[String]) -> Result<Vec<VerifierKey>> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| VerifierKey::parse(t).map_err(|e| PolicyError::invalid(format!("{field}[{i}]"), e.to_string())))
+            .collect()
+    }
+
+    pub fn approver_keys(&self) -> Result<Vec<VerifierKey>> {
+        Self::keys("approvers", &self.approvers)
+    }
+
+    pub fn operator_keys(&self) -> Result<Vec<VerifierKey>> {
+        Self::keys("operators", &self.operators)
+    }
+}
+
+/// One question for the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// `agent:NAME`, `operator:NAME`, `approver:NAME`.
+    pub principal: String,
+    /// An action of the schema, e.g. `brain.step`.
+    pub action: String,
+    /// `kind:name`, e.g. `path:/var/log/capsule/a.log`.
+    pub resource: String,
+    #[serde(default = "default_lane")]
+    pub lane: Lane,
+    #[serde(default = "default_level")]
+    pub level: SafetyLevel,
+    #[serde(default)]
+    pub affect: Affect,
+    #[serde(default)]
+    pub risk: Option<f64>,
+    #[serde(default)]
+    pub drift: Option<f64>,
+    /// The action's arguments (an object): what approvals sign.
+    #[serde(default = "empty_object")]
+    pub args: serde_json::Value,
+}
+
+fn default_lane() -> Lane {
+    Lane::Prod
+}
+fn default_level() -> SafetyLevel {
+    SafetyLevel::Low
+}
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// The answer, with everything needed to explain it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// When allowed: run, or dry run (experimental lane, external action).
+    pub execution: Option<Execution>,
+    /// A short code: kill_switch, policy_forbid, policy_no_permit,
+    /// policy_error, guardian_risk, guardian_drift, autonomy.
+    pub reason: String,
+    /// The Cedar policies that decided (permits when allowed, forbids when denied).
+    pub policies: Vec<String>,
+    /// The autonomy-table rule (1..=7) that produced the outcome, if it was reached.
+    pub autonomy_rule: Option<u8>,
+    pub explanation: String,
+    /// For a refusal or a wait: what would have let it pass.
+    pub would_pass: Option<String>,
+    pub policy_version: String,
+    pub mode: Mode,
+}
+
+/// The inputs besides the request that a decision depends on; recorded
+/// with each decision so a replay can hold them fixed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Circumstances {
+    pub kill_switch: bool,
+    pub mode: Mode,
+    pub modification_enabled: bool,
+    pub guardian: Guardian,
+}
+
+/// Decide `req` under `rules` and `c`. Pure: no I/O, no clock.
+pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Result<Decision> {
+    let decision = |outcome, reason: &str, policies, rule, explanation: String, would_pass| Decision {
+        outcome,
+        execution: None,
+        reason: reason.into(),
+        policies,
+        autonomy_rule: rule,
+        explanation,
+        would_pass,
+        policy_version: rules.version().into(),
+        mode: c.mode,
+    };
+    req.affect.validate()?;
+    if !req.args.is_object() {
+        return Err(PolicyError::invalid("args", "must be a JSON object"));
+    }
+    let principal = Name::principal(&req.principal)?;
+    let resource = Name::resource(&req.resource)?;
+    if c.kill_switch {
+        let r = autonomy::decide(&Situation {
+            emergency_stop: true,
+            modification: false,
+            modification_enabled: false,
+            affect: req.affect,
+            level: req.level,
+            mode: c.mode,
+        });
+        return Ok(decision(r.outcome, "kill_switch", Vec::new(), Some(r.rule), r.why, r.would_pass));
+    }
+    let answer = rules.evaluate(&principal, &req.action, &resource, req.lane)?;
+    if !answer.allowed {
+        let (reason, explanation, would_pass) = if !answer.policies.is_empty() {
+            (
+                "policy_forbid",
+                format!("{} on {} by {} is forbidden by {}", req.action, resource, principal, answer.policies.join(", ")),
+                format!("no forbid policy matching it ({} would have to not apply)", answer.policies.join(", ")),
+            )
+        } else if !answer.errors.is_empty() {
+            (
+                "policy_error",
+                format!("policies failed to evaluate: {}", answer.errors.join("; ")),
+                "policies that evaluate without error".to_string(),
+            )
+        } else {
+            (
+                "policy_no_permit",
+                format!("no policy permits {} on {} by {} (default deny)", req.action, resource, principal),
+                format!("a permit policy for {} on {}", req.action, resource.kind()),
+            )
+        };
+        return Ok(decision(Outcome::Blocked, reason, answer.policies, None, explanation, Some(would_pass)));
+    }
+    if let Some(refusal) = c.guardian.check(req.risk, req.drift)? {
+        let (reason, explanation, would_pass) = match refusal {
+            GuardianRefusal::Risk { risk, max } => {
+                ("guardian_risk", format!("risk {risk} exceeds the guardian's max_risk {max}"), format!("risk ≤ {max}"))
+            }
+            GuardianRefusal::Drift { drift, max } => (
+                "guardian_drift",
+                format!("drift {drift} exceeds the guardian's max_drift {max}"),
+                format!("drift ≤ {max}"),
+            ),
+        };
+        return Ok(decision(Outcome::Blocked, reason, answer.policies, None, explanation, Some(would_pass)));
+    }
+    let ruling = autonomy::decide(&Situation {
+        emergency_stop: false,
+        modification: req.action.starts_with("selfedit."),
+        modification_enabled: c.modification_enabled,
+        affect: req.affect,
+        level: req.level,
+        mode: c.mode,
+    });
+    let permitted = format!("permitted by {}", answer.policies.join(", "));
+    let mut d = decision(
+        ruling.outcome,
+        "autonomy",
+        answer.policies,
+        Some(ruling.rule),
+        format!("{permitted}; autonomy rule {}: {}", ruling.rule, ruling.why),
+        ruling.would_pass,
+    );
+    if d.outcome.allows() {
+        let execution = lanes::guard(req.lane, &req.action);
+        if execution == Execution::DryRun {
+            d.explanation.push_str("; experimental lane: external action runs as a dry run");
+        }
+        d.execution = Some(execution);
+    }
+    Ok(d)
+}
+
+/// The ledger record of a decision: actor = principal, action, subject =
+/// resource, decision = outcome, reason = explanation; meta holds the
+/// request, the circumstances and the deciding ids, so it can be replayed.
+pub fn decision_record(req: &DecisionRequest, c: &Circumstances, d: &Decision) -> Record {
+    let mut record = Record::new(&req.principal, &req.action, d.outcome.as_str());
+    record.subject = req.resource.clone();
+    record.reason = d.explanation.chars().take(4000).collect();
+    record.meta = serde_json::json!({
+        "kind": "policy.decision",
+        "request": req,
+        "circumstances": c,
+        "decision": {
+            "reason": d.reason,
+            "policies": d.policies,
+            "autonomy_rule": d.autonomy_rule,
+            "policy_version": d.policy_version,
+            "execution": d.execution,
+            "would_pass": d.would_pass,
+        },
+    });
+    record
+}
+
+/// The engine: the active rules and settings, the kill switch, the ledger.
+pub struct PolicyEngine {
+    rules: RwLock<Arc<RuleSet>>,
+    config: RwLock<PolicyConfig>,
+    kill: Arc<crate::killswitch::KillSwitch>,
+    ledger: Arc<Ledger>,
+}
+
+impl PolicyEngine {
+    pub fn new(rules: RuleSet, config: PolicyConfig, kill: Arc<crate::killswitch::KillSwitch>, ledger: Arc<Ledger>) -> Result<Self> {
+        config.validate()?;
+        Ok(PolicyEngine { rules: RwLock::new(Arc::new(rules)), config: RwLock::new(config), kill, ledger })
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn config(&self) -> PolicyConfig {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn kill_switch(&self) -> &Arc<crate::killswitch::KillSwitch> {
+        &self.kill
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    pub fn circumstances(&self) -> Circumstances {
+        let config = self.config.read().unwrap_or_else(|p| p.into_inner());
+        Circumstances {
+            kill_switch: self.kill.is_armed(),
+            mode: config.mode,
+            modification_enabled: config.modification_enabled,
+            guardian: config.guardian,
+        }
+    }
+
+    /// Decide without recording (for dry questions such as `policy eval`).
+    pub fn decide(&self, req: &DecisionRequest) -> Result<Decision> {
+        evaluate(&self.rules(), &self.circumstances(), req)
+    }
+
+    /// Decide and append the decision to the ledger.
+    pub fn decide_and_record(&self, req: &DecisionRequest) -> Result<(Decision, Receipt)> {
+        let c = self.circumstances();
+        let d = evaluate(&self.rules(), &c, req)?;
+        let receipt = self.ledger.append(decision_record(req, &c, &d))?;
+        Ok((d, receipt))
+    }
+
+    /// Load `dir` as the new rule set. On any error the active set stays
+    /// and the rejection is recorded; returns the new version.
+    pub fn reload(&self, dir: &Path, by: &str) -> Result<String> {
+        let mut record = Record::new(by, "policy.reload", "ok");
+        record.subject = dir.display().to_string();
+        match RuleSet::load_dir(dir) {
+            Ok(rules) => {
+                let version = rules.version().to_string();
+                record.reason = format!("active policy version {version}");
+                self.ledger.append(record)?;
+                *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+                Ok(version)
+            }
+            Err(e) => {
+                record.decision = "rejected".into();
+                record.reason = format!("kept version {}: {e}", self.rules().version());
+                self.ledger.append(record)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Change the autonomy mode (recorded).
+    pub fn set_mode(&self, mode: Mode, by: &str) -> Result<()> {
+        let mut record = Record::new(by, "policy.mode", "ok");
+        record.subject = "mode".into();
+        record.reason = format!("mode set to {}", mode.as_str());
+        self.ledger.append(record)?;
+        self.config.write().unwrap_or_else(|p| p.into_inner()).mode = mode;
+        Ok(())
+    }
+}
