@@ -104,12 +104,9 @@ struct AppendArgs {
     json: bool,
 }
 
-/// The ledger directory inside a data directory.
+/// The ledger directory inside the default data directory.
 pub fn default_ledger_dir() -> PathBuf {
-    std::env::var_os("CAPSULE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("capsule-data"))
-        .join("ledger")
+    crate::data_dir::ledger(&crate::data_dir::data_dir(None))
 }
 
 /// Accept a ledger directory or a data directory that holds `ledger/`.

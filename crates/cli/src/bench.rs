@@ -21,6 +21,8 @@ pub enum BenchCommand {
     Kernel(KernelBenchArgs),
     /// The audit ledger against a hash-chained, per-entry-signed JSON-lines log.
     Audit(crate::bench_audit::AuditBenchArgs),
+    /// Policy decision latency and throughput, default set and 100 rules.
+    Policy(crate::bench_policy::PolicyBenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -244,6 +246,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     let args = match cmd {
         BenchCommand::Kernel(args) => args,
         BenchCommand::Audit(args) => return crate::bench_audit::run(args),
+        BenchCommand::Policy(args) => return crate::bench_policy::run(args),
     };
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");

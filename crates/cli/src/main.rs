@@ -7,8 +7,11 @@
 mod audit_cmd;
 mod bench;
 mod bench_audit;
+mod bench_policy;
+mod data_dir;
 mod demo;
 mod kernel_cmd;
+mod policy_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +33,12 @@ enum Command {
     },
     /// The audit ledger: append, verify, prove, consistency, tail, pubkey.
     Audit(audit_cmd::AuditArgs),
+    /// Policy rules: check, eval, replay, keygen, show.
+    Policy(policy_cmd::PolicyArgs),
+    /// The kill switch: arm, disarm (operator keys), status.
+    Kill(policy_cmd::KillArgs),
+    /// The approval queue: list, show, sign.
+    Approvals(policy_cmd::ApprovalsArgs),
     /// A short guided session on embedded defaults.
     Demo(demo::DemoArgs),
     /// Measure performance against reference implementations.
@@ -44,6 +53,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kernel { command } => kernel_cmd::run(command),
         Command::Audit(args) => audit_cmd::run(args),
+        Command::Policy(args) => policy_cmd::run(args),
+        Command::Kill(args) => policy_cmd::run_kill(args),
+        Command::Approvals(args) => policy_cmd::run_approvals(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench { command } => bench::run(command),
     };

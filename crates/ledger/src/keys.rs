@@ -71,37 +71,12 @@ impl KeyStore {
     /// Make a new random key as version `version`; refuses to overwrite.
     pub fn create(&self, version: u32) -> Result<KeySigner> {
         fs::create_dir_all(&self.dir).map_err(LedgerError::io(&self.dir))?;
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed)
-            .map_err(|e| LedgerError::invalid("key", format!("no system randomness: {e}")))?;
-        let key = SigningKey::from_bytes(&seed);
-        let pem = key
-            .to_pkcs8_pem(Default::default())
-            .map_err(|e| LedgerError::invalid("key", format!("cannot encode PKCS#8: {e}")))?;
-        let signer = KeySigner::new(&self.name, key)?;
-        write_new_file(&self.private_path(version), pem.as_bytes(), 0o600)?;
-        let line = format!("{}\n", signer.verifier());
-        write_new_file(&self.public_path(version), line.as_bytes(), 0o644)?;
-        Ok(signer)
+        create_key_file(&self.private_path(version), &self.public_path(version), &self.name)
     }
 
     /// Load the private key of `version`.
     pub fn load(&self, version: u32) -> Result<KeySigner> {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.private_path(version);
-        let meta = fs::metadata(&path).map_err(LedgerError::io(&path))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(LedgerError::invalid(
-                path.display().to_string(),
-                format!("private key file has mode {mode:o}; it must be 0600 (chmod 600 it)"),
-            ));
-        }
-        let pem = fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
-        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-            LedgerError::invalid(path.display().to_string(), format!("not an Ed25519 PKCS#8 key: {e}"))
-        })?;
-        KeySigner::new(&self.name, key)
+        load_key_file(&self.private_path(version), &self.name)
     }
 
     /// The verifier key of `version`, from its `.pub` file.
@@ -123,6 +98,40 @@ impl KeyStore {
             format!("no key file in {} holds the signing key {key}", self.dir.display()),
         ))
     }
+}
+
+/// Make a random Ed25519 key: the private half in `private` (PKCS#8 PEM,
+/// mode 0600), the verifier key line (named `name`) in `public`. Refuses to
+/// overwrite either.
+pub fn create_key_file(private: &Path, public: &Path, name: &str) -> Result<KeySigner> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| LedgerError::invalid("key", format!("no system randomness: {e}")))?;
+    let key = SigningKey::from_bytes(&seed);
+    let pem = key
+        .to_pkcs8_pem(Default::default())
+        .map_err(|e| LedgerError::invalid("key", format!("cannot encode PKCS#8: {e}")))?;
+    let signer = KeySigner::new(name, key)?;
+    write_new_file(private, pem.as_bytes(), 0o600)?;
+    write_new_file(public, format!("{}\n", signer.verifier()).as_bytes(), 0o644)?;
+    Ok(signer)
+}
+
+/// Load a private key file (PKCS#8 PEM), naming it `name`; a file that
+/// group or others can read is refused.
+pub fn load_key_file(path: &Path, name: &str) -> Result<KeySigner> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(LedgerError::io(path))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(LedgerError::invalid(
+            path.display().to_string(),
+            format!("private key file has mode {mode:o}; it must be 0600 (chmod 600 it)"),
+        ));
+    }
+    let pem = fs::read_to_string(path).map_err(LedgerError::io(path))?;
+    let key = SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| LedgerError::invalid(path.display().to_string(), format!("not an Ed25519 PKCS#8 key: {e}")))?;
+    KeySigner::new(name, key)
 }
 
 /// The text the old key signs to hand over to the new one.

@@ -13,9 +13,9 @@
 use crate::error::{PolicyError, Result};
 use serde::{Deserialize, Serialize};
 
-/// How much harm an action could do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+/// How much harm an action could do. In JSON: a name in any case
+/// (`"critical"`, `"HIGH"`) or the number 1..=5; written as the lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SafetyLevel {
     Minimal = 1,
     Low = 2,
@@ -47,6 +47,24 @@ impl SafetyLevel {
             SafetyLevel::High => "high",
             SafetyLevel::Critical => "critical",
         }
+    }
+}
+
+impl Serialize for SafetyLevel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SafetyLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let text = match &v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            other => return Err(serde::de::Error::custom(format!("level must be a name or 1..=5, not {other}"))),
+        };
+        SafetyLevel::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -339,5 +357,9 @@ mod tests {
         assert_eq!(Mode::parse("semi_autonomous").unwrap(), Mode::SemiAutonomous);
         assert!(Mode::parse("auto").unwrap_err().to_string().starts_with("mode:"));
         assert!(Affect { confidence: Some(1.2), ..Affect::default() }.validate().is_err());
+        let levels: Vec<SafetyLevel> = serde_json::from_str(r#"["critical", "HIGH", 3, "2"]"#).unwrap();
+        assert_eq!(levels, [Critical, High, Medium, Low]);
+        assert_eq!(serde_json::to_string(&Critical).unwrap(), "\"critical\"");
+        assert!(serde_json::from_str::<SafetyLevel>("9").is_err());
     }
 }

@@ -78,26 +78,31 @@ fn nonce() -> String {
     hex::encode(b)
 }
 
+/// The persisted state in `dir`, if any, without opening the switch.
+pub fn read_state(dir: &Path) -> Result<Option<KillState>> {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            PolicyError::KillSwitch(format!("{}: unreadable state ({e}); refusing to guess", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PolicyError::io(&path)(e)),
+    }
+}
+
 impl KillSwitch {
     /// Open the switch whose state lives in `dir`, recording to `ledger`. A
     /// trigger file present at open arms it.
     pub fn open(dir: &Path, ledger: Arc<Ledger>) -> Result<Arc<KillSwitch>> {
         fs::create_dir_all(dir).map_err(PolicyError::io(dir))?;
-        let path = dir.join(STATE_FILE);
-        let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                PolicyError::KillSwitch(format!("{}: unreadable state ({e}); refusing to guess", path.display()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => KillState {
-                armed: false,
-                by: "initial".into(),
-                reason: "never armed".into(),
-                since: now_ns(),
-                nonce: nonce(),
-                ledger_seq: None,
-            },
-            Err(e) => return Err(PolicyError::io(&path)(e)),
-        };
+        let state = read_state(dir)?.unwrap_or_else(|| KillState {
+            armed: false,
+            by: "initial".into(),
+            reason: "never armed".into(),
+            since: now_ns(),
+            nonce: nonce(),
+            ledger_seq: None,
+        });
         let ks = Arc::new(KillSwitch {
             dir: dir.to_path_buf(),
             armed: AtomicBool::new(state.armed),

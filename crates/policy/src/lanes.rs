@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum Lane {
     /// New, untrusted work: external side effects become dry runs.
-    Experimental,
+    Experimental = 0,
     /// Work being promoted: external side effects run.
     Candidate,
     /// Production.

@@ -9,8 +9,9 @@
 use crate::error::{PolicyError, Result};
 use crate::lanes::Lane;
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
-    PolicyId, PolicySet, RestrictedExpression, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    Policy, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -48,6 +49,37 @@ pub const ACTIONS: &[&str] = &[
     "bus.publish",
 ];
 
+/// `Capsule::<name>`, parsed once.
+fn type_name(name: &str) -> EntityTypeName {
+    static NAMES: OnceLock<HashMap<&'static str, EntityTypeName>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        PRINCIPALS
+            .iter()
+            .chain(RESOURCES)
+            .map(|(_, t, _)| *t)
+            .chain(["Action"])
+            .map(|t| (t, EntityTypeName::from_str(&format!("Capsule::{t}")).expect("schema type names parse")))
+            .collect()
+    });
+    names[name].clone()
+}
+
+fn action_uid(action: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name("Action"), EntityId::new(action))
+}
+
+/// The request context `{lane}`, built once per lane.
+fn lane_context(lane: Lane) -> Context {
+    static CONTEXTS: OnceLock<[Context; 3]> = OnceLock::new();
+    let all = CONTEXTS.get_or_init(|| {
+        [Lane::Experimental, Lane::Candidate, Lane::Prod].map(|l| {
+            Context::from_pairs([("lane".to_string(), RestrictedExpression::new_string(l.as_str().into()))])
+                .expect("a one-string context is valid")
+        })
+    });
+    all[lane as usize].clone()
+}
+
 fn schema() -> &'static Arc<Schema> {
     static SCHEMA_CELL: OnceLock<Arc<Schema>> = OnceLock::new();
     SCHEMA_CELL.get_or_init(|| {
@@ -58,7 +90,8 @@ fn schema() -> &'static Arc<Schema> {
 }
 
 /// Principal kinds: `agent:NAME`, `operator:NAME`, `approver:NAME`.
-const PRINCIPALS: &[(&str, &str)] = &[("agent", "Agent"), ("operator", "Operator"), ("approver", "Approver")];
+const PRINCIPALS: &[(&str, &str, Option<&str>)] =
+    &[("agent", "Agent", None), ("operator", "Operator", None), ("approver", "Approver", None)];
 /// Resource kinds, and the attribute each carries (if any).
 const RESOURCES: &[(&str, &str, Option<&str>)] = &[
     ("kernel", "Kernel", None),
@@ -103,8 +136,7 @@ impl Name {
 
     /// Parse a principal.
     pub fn principal(text: &str) -> Result<Name> {
-        let table: Vec<_> = PRINCIPALS.iter().map(|&(k, t)| (k, t, None)).collect();
-        Name::parse("principal", text, &table)
+        Name::parse("principal", text, PRINCIPALS)
     }
 
     /// Parse a resource; a path is resolved.
@@ -120,20 +152,19 @@ impl Name {
         &self.id
     }
 
-    fn uid(&self) -> EntityUid {
-        let type_name = EntityTypeName::from_str(&format!("Capsule::{}", self.type_name))
-            .expect("type names of the schema parse");
-        EntityUid::from_type_name_and_id(type_name, EntityId::new(&self.id))
+    fn type_name(&self) -> EntityTypeName {
+        type_name(self.type_name)
     }
 
-    fn entity(&self) -> Entity {
-        match self.attr {
-            None => Entity::new_no_attrs(self.uid(), HashSet::new()),
-            Some(attr) => {
-                let attrs = HashMap::from([(attr.to_string(), RestrictedExpression::new_string(self.id.clone()))]);
-                Entity::new(self.uid(), attrs, HashSet::new()).expect("string attributes always evaluate")
-            }
-        }
+    fn uid(&self) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.type_name(), EntityId::new(&self.id))
+    }
+
+    /// The entity with its attribute, if its type has one.
+    fn entity(&self) -> Option<Entity> {
+        let attr = self.attr?;
+        let attrs = HashMap::from([(attr.to_string(), RestrictedExpression::new_string(self.id.clone()))]);
+        Some(Entity::new(self.uid(), attrs, HashSet::new()).expect("string attributes always evaluate"))
     }
 }
 
@@ -182,12 +213,177 @@ pub struct RuleAnswer {
     pub errors: Vec<String>,
 }
 
+/// Where a policy's scope puts it for one (action, principal type,
+/// resource type): never matching, matching any entity of the type, or
+/// matching one entity only (there is no entity hierarchy, so `in E`
+/// matches E alone).
+enum Fit {
+    Never,
+    Any,
+    Only(EntityUid),
+}
+
+fn principal_fit(c: &PrincipalConstraint, ty: &EntityTypeName) -> Fit {
+    match c {
+        PrincipalConstraint::Any => Fit::Any,
+        PrincipalConstraint::Is(t) if t == ty => Fit::Any,
+        PrincipalConstraint::Eq(u) | PrincipalConstraint::In(u) if u.type_name() == ty => Fit::Only(u.clone()),
+        PrincipalConstraint::IsIn(t, u) if t == ty && u.type_name() == ty => Fit::Only(u.clone()),
+        _ => Fit::Never,
+    }
+}
+
+fn resource_fit(c: &ResourceConstraint, ty: &EntityTypeName) -> Fit {
+    match c {
+        ResourceConstraint::Any => Fit::Any,
+        ResourceConstraint::Is(t) if t == ty => Fit::Any,
+        ResourceConstraint::Eq(u) | ResourceConstraint::In(u) if u.type_name() == ty => Fit::Only(u.clone()),
+        ResourceConstraint::IsIn(t, u) if t == ty && u.type_name() == ty => Fit::Only(u.clone()),
+        _ => Fit::Never,
+    }
+}
+
+/// The policies that can apply to one (action, principal type, resource
+/// type), split so that a request evaluates only those whose scope can
+/// match it. Evaluating a superset of the matching policies gives Cedar's
+/// answer exactly; evaluating fewer is what makes a decision cheap.
+#[derive(Default)]
+struct Slice {
+    any: Arc<PolicySet>,
+    any_list: Vec<Policy>,
+    by_principal: HashMap<EntityUid, Vec<Policy>>,
+    by_resource: HashMap<EntityUid, Vec<Policy>>,
+    /// Policies that hold only when the resource's attribute starts with
+    /// the prefix (see [`attribute_guard`]).
+    guarded: Vec<(String, Policy)>,
+}
+
+/// The conjuncts of an EST condition body.
+fn conjuncts<'a>(body: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+    match body.get("&&") {
+        Some(and) => {
+            conjuncts(&and["left"], out);
+            conjuncts(&and["right"], out);
+        }
+        None => out.push(body),
+    }
+}
+
+/// If a `when` condition of `policy` requires `resource.<attr>` to match a
+/// `like` pattern (or equal a string), the literal prefix that any matching
+/// value starts with, and the attribute. A policy with such a guard cannot
+/// be satisfied for a resource whose attribute lacks the prefix, so it need
+/// not be evaluated for it.
+fn attribute_guard(policy: &Policy) -> Option<(String, String)> {
+    let est = policy.to_json().ok()?;
+    let resource_attr = |v: &serde_json::Value| -> Option<String> {
+        let dot = v.get(".")?;
+        (dot["left"].get("Var")?.as_str()? == "resource").then(|| dot["attr"].as_str().map(str::to_string))?
+    };
+    let mut best: Option<(String, String)> = None;
+    for cond in est["conditions"].as_array()? {
+        if cond["kind"] != "when" {
+            continue;
+        }
+        let mut parts = Vec::new();
+        conjuncts(&cond["body"], &mut parts);
+        for part in parts {
+            let found = if let Some(like) = part.get("like") {
+                let attr = resource_attr(&like["left"]);
+                let prefix: String = like["pattern"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map_while(|el| el.get("Literal").and_then(|l| l.as_str()))
+                    .collect();
+                attr.map(|a| (a, prefix))
+            } else if let Some(eq) = part.get("==") {
+                let attr = resource_attr(&eq["left"]);
+                let value = eq["right"].get("Value").and_then(|v| v.as_str()).map(str::to_string);
+                attr.zip(value)
+            } else {
+                None
+            };
+            if let Some((attr, prefix)) = found {
+                if best.as_ref().is_none_or(|(_, b)| prefix.len() > b.len()) {
+                    best = Some((attr, prefix));
+                }
+            }
+        }
+    }
+    best.filter(|(_, prefix)| !prefix.is_empty())
+}
+
+/// Most cached per-entity policy sets.
+const MAX_CACHED_SETS: usize = 4096;
+
 /// A validated set of Cedar policies with its version.
-#[derive(Debug, Clone)]
 pub struct RuleSet {
-    policies: PolicySet,
+    /// Every policy; decisions use the slices, a test checks them against this.
+    #[cfg(test)]
+    all: PolicySet,
     info: Vec<PolicyInfo>,
     version: String,
+    slices: HashMap<(&'static str, &'static str, &'static str), Slice>,
+    /// (action, principal, resource type, resource) → the union of a slice
+    /// and its entity-specific policies.
+    cache: std::sync::Mutex<HashMap<(String, EntityUid, EntityUid), Arc<PolicySet>>>,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RuleSet(version {}, {} policies)", self.version, self.info.len())
+    }
+}
+
+fn build_slices(all: &PolicySet) -> HashMap<(&'static str, &'static str, &'static str), Slice> {
+    let schema = schema();
+    let mut slices = HashMap::new();
+    for &action in ACTIONS {
+        let uid = action_uid(action);
+        let principals: Vec<EntityTypeName> =
+            schema.principals_for_action(&uid).map(|it| it.cloned().collect()).unwrap_or_default();
+        let resources: Vec<EntityTypeName> =
+            schema.resources_for_action(&uid).map(|it| it.cloned().collect()).unwrap_or_default();
+        let applies: Vec<&Policy> = all
+            .policies()
+            .filter(|p| match p.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => a == uid,
+                ActionConstraint::In(list) => list.contains(&uid),
+            })
+            .collect();
+        for &(_, pt, _) in PRINCIPALS {
+            if !principals.contains(&type_name(pt)) {
+                continue;
+            }
+            for &(_, rt, attr) in RESOURCES {
+                if !resources.contains(&type_name(rt)) {
+                    continue;
+                }
+                let mut slice = Slice::default();
+                for p in &applies {
+                    let pf = principal_fit(&p.principal_constraint(), &type_name(pt));
+                    let rf = resource_fit(&p.resource_constraint(), &type_name(rt));
+                    match (pf, rf) {
+                        (Fit::Never, _) | (_, Fit::Never) => {}
+                        (Fit::Only(u), _) => slice.by_principal.entry(u).or_default().push((*p).clone()),
+                        (Fit::Any, Fit::Only(u)) => slice.by_resource.entry(u).or_default().push((*p).clone()),
+                        (Fit::Any, Fit::Any) => match attribute_guard(p).filter(|(a, _)| Some(a.as_str()) == attr) {
+                            Some((_, prefix)) => slice.guarded.push((prefix, (*p).clone())),
+                            None => slice.any_list.push((*p).clone()),
+                        },
+                    }
+                }
+                slice.any = Arc::new(
+                    PolicySet::from_policies(slice.any_list.iter().cloned()).expect("ids are unique in the full set"),
+                );
+                slices.insert((action, pt, rt), slice);
+            }
+        }
+    }
+    slices
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -324,7 +520,15 @@ impl RuleSet {
             hasher.update(text.as_bytes());
         }
         let version = hex::encode(&hasher.finalize()[..12]);
-        Ok(RuleSet { policies: all, info, version })
+        Ok(RuleSet {
+            info,
+            version,
+            slices: build_slices(&all),
+            #[cfg(test)]
+            all,
+            cache: Default::default(),
+            authorizer: Authorizer::new(),
+        })
     }
 
     /// A short hash of the policy texts and file names: the policy version
@@ -337,33 +541,67 @@ impl RuleSet {
         &self.info
     }
 
+    /// The policies to evaluate for this request: its slice, plus the
+    /// policies written for this principal or resource.
+    fn policies_for(
+        &self,
+        slice: &Slice,
+        action: &str,
+        principal: &EntityUid,
+        resource: &Name,
+        resource_uid: &EntityUid,
+    ) -> Arc<PolicySet> {
+        let by_p = slice.by_principal.get(principal);
+        let by_r = slice.by_resource.get(resource_uid);
+        let guarded: Vec<&Policy> =
+            slice.guarded.iter().filter(|(prefix, _)| resource.id.starts_with(prefix.as_str())).map(|(_, p)| p).collect();
+        if by_p.is_none() && by_r.is_none() && guarded.is_empty() {
+            return slice.any.clone();
+        }
+        let resource = resource_uid;
+        let key = (action.to_string(), principal.clone(), resource.clone());
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = cache.get(&key) {
+            return set.clone();
+        }
+        let policies = slice
+            .any_list
+            .iter()
+            .chain(by_p.into_iter().flatten())
+            .chain(by_r.into_iter().flatten())
+            .chain(guarded);
+        let set = Arc::new(PolicySet::from_policies(policies.cloned()).expect("ids are unique in the full set"));
+        if cache.len() < MAX_CACHED_SETS {
+            cache.insert(key, set.clone());
+        }
+        set
+    }
+
     /// May `principal` do `action` on `resource` in `lane`?
     pub fn evaluate(&self, principal: &Name, action: &str, resource: &Name, lane: Lane) -> Result<RuleAnswer> {
-        if !ACTIONS.contains(&action) {
+        let Some(&action) = ACTIONS.iter().find(|a| **a == action) else {
             return Err(PolicyError::invalid("action", format!("unknown action {action:?}")));
-        }
-        let action_uid = EntityUid::from_type_name_and_id(
-            EntityTypeName::from_str("Capsule::Action").expect("type name parses"),
-            EntityId::new(action),
-        );
-        let context = Context::from_pairs([("lane".to_string(), RestrictedExpression::new_string(lane.as_str().into()))])
-            .expect("a one-string context is valid");
-        let request = cedar_policy::Request::new(
-            principal.uid(),
-            action_uid,
-            resource.uid(),
-            context,
-            Some(schema()),
-        )
-        .map_err(|e| PolicyError::invalid("request", format!("{action} by {principal} on {resource}: {e}")))?;
-        let entities = Entities::from_entities([principal.entity(), resource.entity()], None)
+        };
+        let slice = self.slices.get(&(action, principal.type_name, resource.type_name)).ok_or_else(|| {
+            PolicyError::invalid(
+                "request",
+                format!("{action} by {principal} on {resource}: the schema does not allow a {} to {action} a {}", principal.kind, resource.kind),
+            )
+        })?;
+        let (p_uid, r_uid) = (principal.uid(), resource.uid());
+        let policies = self.policies_for(slice, action, &p_uid, resource, &r_uid);
+        let context = lane_context(lane);
+        // The schema check was done by the slice lookup; the context shape is ours.
+        let request = cedar_policy::Request::new(p_uid, action_uid(action), r_uid, context, None)
+            .map_err(|e| PolicyError::invalid("request", format!("{action} by {principal} on {resource}: {e}")))?;
+        let entities = Entities::from_entities(resource.entity(), None)
             .map_err(|e| PolicyError::invalid("request", e.to_string()))?;
-        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
-        let mut policies: Vec<String> = response.diagnostics().reason().map(|p| p.to_string()).collect();
-        policies.sort();
+        let response = self.authorizer.is_authorized(&request, &policies, &entities);
+        let mut decided: Vec<String> = response.diagnostics().reason().map(|p| p.to_string()).collect();
+        decided.sort();
         Ok(RuleAnswer {
             allowed: response.decision() == Decision::Allow,
-            policies,
+            policies: decided,
             errors: response.diagnostics().errors().map(|e| e.to_string()).collect(),
         })
     }
@@ -375,6 +613,49 @@ mod tests {
 
     fn eval(set: &RuleSet, p: &str, a: &str, r: &str) -> RuleAnswer {
         set.evaluate(&Name::principal(p).unwrap(), a, &Name::resource(r).unwrap(), Lane::Prod).unwrap()
+    }
+
+    /// Evaluating only a request's slice gives exactly what Cedar gives
+    /// over the whole set, for rules with every kind of scope and guard.
+    #[test]
+    fn slices_decide_exactly_as_the_whole_set() {
+        let mut text = DEFAULT_POLICIES.to_string();
+        for i in 0..6 {
+            text.push_str(&format!(
+                "forbid(principal == Capsule::Agent::\"a{i}\", action, resource);\n\
+                 permit(principal, action == Capsule::Action::\"bus.publish\", resource == Capsule::Topic::\"t{i}\");\n\
+                 permit(principal in Capsule::Operator::\"o{i}\", action in [Capsule::Action::\"fs.read\", Capsule::Action::\"net.open\"], resource);\n\
+                 forbid(principal, action == Capsule::Action::\"fs.read\", resource is Capsule::Path) when {{ resource.path like \"/srv/d{i}/*\" }};\n\
+                 permit(principal, action, resource is Capsule::Path) when {{ resource.path == \"/srv/d{i}/ok\" && context.lane == \"prod\" }};\n\
+                 permit(principal is Capsule::Operator, action == Capsule::Action::\"system.exec\", resource) when {{ resource.program like \"/usr/bin/{i}*\" }};\n"
+            ));
+        }
+        let set = RuleSet::from_sources(&[("mix.cedar".into(), text)]).unwrap();
+        let principals = ["agent:a1", "agent:a9", "operator:o2", "operator:o7", "approver:x"];
+        let resources = [
+            "kernel:k", "topic:t3", "topic:t8", "path:/srv/d2/x", "path:/srv/d2/ok", "path:/srv/d9/ok",
+            "path:/var/log/capsule/a.log", "domain:example.com", "command:/usr/bin/3ls", "command:/bin/sh", "edit:e",
+        ];
+        let mut checked = 0;
+        for p in principals {
+            for &a in ACTIONS {
+                for r in resources {
+                    for lane in [Lane::Prod, Lane::Experimental] {
+                        let (pn, rn) = (Name::principal(p).unwrap(), Name::resource(r).unwrap());
+                        let Ok(sliced) = set.evaluate(&pn, a, &rn, lane) else { continue };
+                        let request = cedar_policy::Request::new(pn.uid(), action_uid(a), rn.uid(), lane_context(lane), None).unwrap();
+                        let entities = Entities::from_entities(rn.entity(), None).unwrap();
+                        let whole = Authorizer::new().is_authorized(&request, &set.all, &entities);
+                        let mut ids: Vec<String> = whole.diagnostics().reason().map(|p| p.to_string()).collect();
+                        ids.sort();
+                        assert_eq!(sliced.allowed, whole.decision() == Decision::Allow, "{p} {a} {r}");
+                        assert_eq!(sliced.policies, ids, "{p} {a} {r}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
     }
 
     #[test]
@@ -423,6 +704,7 @@ mod tests {
             .evaluate(&Name::principal("agent:a").unwrap(), "fs.write", &Name::resource("kernel:k").unwrap(), Lane::Prod)
             .unwrap_err();
         assert!(err.to_string().starts_with("request: fs.write by agent:a on kernel:k"), "{err}");
+        assert!(err.to_string().contains("does not allow"), "{err}");
         let err = set
             .evaluate(&Name::principal("agent:a").unwrap(), "fs.delete", &Name::resource("path:/x").unwrap(), Lane::Prod)
             .unwrap_err();
