@@ -274,6 +274,23 @@ pub fn decision_record(req: &DecisionRequest, c: &Circumstances, d: &Decision) -
     record
 }
 
+/// What the watcher compares: every `*.cedar` file's name, size and
+/// modification time.
+fn fingerprint(dir: &Path) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (e.path(), meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The engine: the active rules and settings, the kill switch, the ledger.
 pub struct PolicyEngine {
     rules: RwLock<Arc<RuleSet>>,
@@ -347,6 +364,40 @@ impl PolicyEngine {
                 Err(e)
             }
         }
+    }
+
+    /// Reload `dir` whenever its `*.cedar` files change (names, sizes or
+    /// modification times), checking every `interval`, for as long as the
+    /// engine lives. A rejected set is recorded and the active one stays.
+    pub fn watch_policy_dir(self: &Arc<Self>, dir: &Path, interval: std::time::Duration) -> std::thread::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            let mut seen = fingerprint(&dir);
+            loop {
+                std::thread::sleep(interval);
+                let Some(engine) = weak.upgrade() else { return };
+                let now = fingerprint(&dir);
+                if now != seen {
+                    seen = now;
+                    let _ = engine.reload(&dir, "policy:file-watch");
+                }
+            }
+        })
+    }
+
+    /// Reload `dir` on SIGHUP, on a background thread.
+    pub fn reload_on_sighup(self: &Arc<Self>, dir: &Path) -> Result<std::thread::JoinHandle<()>> {
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+            .map_err(|e| PolicyError::invalid("signal", format!("cannot listen for SIGHUP: {e}")))?;
+        let weak = Arc::downgrade(self);
+        let dir = dir.to_path_buf();
+        Ok(std::thread::spawn(move || {
+            for _ in signals.forever() {
+                let Some(engine) = weak.upgrade() else { return };
+                let _ = engine.reload(&dir, "policy:sighup");
+            }
+        }))
     }
 
     /// Change the autonomy mode (recorded).

@@ -234,6 +234,40 @@ fn a_bad_policy_file_is_rejected_with_its_line_and_the_old_set_keeps_deciding() 
     assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Blocked, "policy_no_permit"));
 }
 
+#[test]
+fn the_policy_directory_is_reloaded_when_a_file_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Arc::new(engine(tmp.path(), PolicyConfig::default()));
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    let _watch = e.watch_policy_dir(&dir, Duration::from_millis(20));
+    let before = e.rules().version().to_string();
+    std::thread::sleep(Duration::from_millis(60));
+    std::fs::write(dir.join("a.cedar"), "@id(\"measure-only\") permit(principal, action == Capsule::Action::\"brain.measure\", resource);\n").unwrap();
+    let mut reloaded = false;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        if e.rules().version() != before {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "the watcher did not pick up the new file");
+    assert_eq!(e.decide(&step()).unwrap().reason, "policy_no_permit");
+    // A broken edit is rejected and the set loaded above keeps deciding.
+    let good = e.rules().version().to_string();
+    std::fs::write(dir.join("a.cedar"), "permit(principal,, action, resource);\n").unwrap();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        if entries(e.ledger()).iter().any(|x| x.record.action == "policy.reload" && x.record.decision == "rejected") {
+            break;
+        }
+    }
+    assert_eq!(e.rules().version(), good);
+    let rejected = entries(e.ledger()).into_iter().find(|x| x.record.decision == "rejected").unwrap();
+    assert!(rejected.record.reason.contains("a.cedar line 1"), "{}", rejected.record.reason);
+}
+
 /// 12 000 recorded decisions over several actions, modes and levels; the
 /// candidate set forbids brain.measure and permits bus.publish. Replay
 /// must report exactly the decisions those two changes flip.
