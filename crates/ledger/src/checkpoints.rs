@@ -70,7 +70,7 @@ pub fn read_notes(path: &Path) -> Result<NoteScan> {
             }
         }
     }
-    scan.end = if scan.bad.is_some() { scan.bad.as_ref().expect("set").0 } else { offset as u64 };
+    scan.end = scan.bad.as_ref().map_or(offset as u64, |b| b.0);
     Ok(scan)
 }
 

@@ -64,7 +64,7 @@ pub fn range_hash(src: &impl NodeSource, lo: u64, hi: u64) -> Result<Hash> {
     let mut pos = lo;
     while pos < hi {
         let level = 63 - (hi - pos).leading_zeros();
-        debug_assert!(pos % (1u64 << level) == 0, "range [{lo}, {hi}) is not aligned");
+        debug_assert!(pos.is_multiple_of(1u64 << level), "range [{lo}, {hi}) is not aligned");
         tiles[count] = (level, pos >> level);
         count += 1;
         pos += 1u64 << level;

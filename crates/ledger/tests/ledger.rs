@@ -204,7 +204,8 @@ fn a_torn_tail_is_cut_and_unacknowledged_entries_are_kept_or_dropped() {
     let seg = last_segment(tmp.path());
     let seg_len = fs::metadata(&seg).unwrap().len();
     let mut bytes = fs::read(&seg).unwrap();
-    bytes.extend_from_slice(&bytes[16..40].to_vec());
+    let torn = bytes[16..40].to_vec();
+    bytes.extend_from_slice(&torn);
     fs::write(&seg, &bytes).unwrap();
     let ledger = Ledger::open(tmp.path(), config()).unwrap();
     let rec = ledger.recovery().clone();
