@@ -1,0 +1,471 @@
+//! The object store (SPEC S2, S5): objects as cube files, an SQLite index
+//! from (namespace, hash) to cubes and metadata, verified reads, and
+//! quarantine.
+//!
+//! ```text
+//! DIR/index.db                         objects and quarantine tables
+//! DIR/cubes/<ns>/<hash>.<i>.cube       cube i of an object
+//! DIR/quarantine/<ns>_<hash>.<i>.cube  cubes that failed verification
+//! ```
+//!
+//! A put writes every cube to a temporary file, fsyncs, renames it into
+//! place and fsyncs the directory, and only then records the object in the
+//! index; identical content in a namespace is stored once. A read verifies
+//! every cube it touches before returning a byte; a cube that fails is moved
+//! to quarantine, the object is marked quarantined and never served again
+//! (until identical content is put anew), and the event is a ledger entry.
+
+use crate::cube::{self, capacity, CubeError, Expected, VERTEX_BYTES};
+use crate::error::{Result, StoreError};
+use crate::id::{check_namespace, ContentHash, Day, ObjectId};
+use crate::keyring::KeyProvider;
+use capsule_ledger::{Ledger, Record};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+
+/// Largest object, in bytes.
+pub const MAX_OBJECT: u64 = 4 << 30;
+
+/// What an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Raw bytes.
+    Blob,
+    /// Typed JSON artifacts.
+    Spec,
+    Artifact,
+    Composite,
+    MergedResult,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Blob => "blob",
+            Kind::Spec => "spec",
+            Kind::Artifact => "artifact",
+            Kind::Composite => "composite",
+            Kind::MergedResult => "merged_result",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Kind> {
+        [Kind::Blob, Kind::Spec, Kind::Artifact, Kind::Composite, Kind::MergedResult]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+            .ok_or_else(|| {
+                StoreError::invalid("kind", format!("{text:?} is not blob, spec, artifact, composite or merged_result"))
+            })
+    }
+}
+
+/// What the index knows of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    /// The ID it was first stored under.
+    pub id: String,
+    pub kind: Kind,
+    pub length: u64,
+    pub cubes: u32,
+    pub encrypted: bool,
+    /// `ok` or `quarantined`.
+    pub status: String,
+}
+
+/// One quarantined cube.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quarantined {
+    pub object: String,
+    pub cube: u32,
+    pub path: String,
+    pub reason: String,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    keys: Arc<dyn KeyProvider>,
+    db: Mutex<Connection>,
+    ledger: Arc<Ledger>,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+}
+
+impl Store {
+    /// Open (creating) the store in `dir`, with `keys`, auditing to `ledger`.
+    pub fn open(dir: &Path, keys: Arc<dyn KeyProvider>, ledger: Arc<Ledger>) -> Result<Store> {
+        for sub in ["cubes", "quarantine"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| StoreError::io(&dir.join(sub), e))?;
+        }
+        let conn = Connection::open(dir.join("index.db"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS objects (
+               namespace TEXT NOT NULL, hash TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL,
+               length INTEGER NOT NULL, cubes INTEGER NOT NULL, encrypted INTEGER NOT NULL,
+               status TEXT NOT NULL CHECK (status IN ('ok', 'quarantined')), created_ns INTEGER NOT NULL,
+               PRIMARY KEY (namespace, hash));
+             CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS quarantine (
+               id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, hash TEXT NOT NULL,
+               cube INTEGER NOT NULL, path TEXT NOT NULL, reason TEXT NOT NULL, moved_ns INTEGER NOT NULL);",
+        )?;
+        let store = Store { dir: dir.to_path_buf(), keys, db: Mutex::new(conn), ledger };
+        let fingerprint = {
+            let mut h = Sha256::new();
+            h.update(b"capsule store keyring\0");
+            h.update(store.keys.verifying_key().as_bytes());
+            h.update(store.keys.vertex_mac_key("\0check"));
+            hex::encode(h.finalize())
+        };
+        store.check_or_record("keyring", &fingerprint, || {
+            format!("{}: the keyring is not the one this store was written with", dir.display())
+        })?;
+        Ok(store)
+    }
+
+    /// Compare a stored check value with `value`, recording it the first time.
+    fn check_or_record(&self, name: &str, value: &str, mismatch: impl FnOnce() -> String) -> Result<()> {
+        let db = self.db();
+        let stored: Option<String> =
+            db.query_row("SELECT value FROM store_meta WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        match stored {
+            Some(v) if v == value => Ok(()),
+            Some(_) => Err(StoreError::invalid("key", mismatch())),
+            None => {
+                db.execute("INSERT INTO store_meta (name, value) VALUES (?1, ?2)", params![name, value])?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuse, without touching any cube, a namespace whose AEAD key is
+    /// missing or not the one its objects were written with.
+    fn check_aead_key(&self, namespace: &str, encrypted: bool) -> Result<()> {
+        let key = self.keys.aead_key(namespace);
+        match (encrypted, key) {
+            (false, _) => Ok(()),
+            (true, None) => Err(StoreError::invalid("key", format!("namespace {namespace} is encrypted and the keyring has no key for it"))),
+            (true, Some(key)) => {
+                let check = hex::encode(Sha256::digest([&b"capsule store aead check\0"[..], &key].concat()));
+                self.check_or_record(&format!("aead:{namespace}"), &check, || {
+                    format!("the keyring's key for namespace {namespace} is not the one its objects were written with")
+                })
+            }
+        }
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cube_path(&self, namespace: &str, hash: &ContentHash, index: u32) -> PathBuf {
+        self.dir.join("cubes").join(namespace).join(format!("{hash}.{index}.cube"))
+    }
+
+    /// Store `bytes` in `namespace`; returns its ID (minted today). The same
+    /// content already stored in the namespace is not written again.
+    pub fn put(&self, namespace: &str, kind: Kind, bytes: &[u8]) -> Result<ObjectId> {
+        check_namespace(namespace)?;
+        if bytes.len() as u64 > MAX_OBJECT {
+            return Err(StoreError::invalid("object", format!("{} bytes exceeds the limit of {MAX_OBJECT}", bytes.len())));
+        }
+        let id = ObjectId::for_content(namespace, Day::today(), bytes)?;
+        let hash = *id.hash();
+        let existing: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT status FROM objects WHERE namespace = ?1 AND hash = ?2",
+                params![namespace, hash.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if existing.as_deref() == Some("ok") {
+            return Ok(id);
+        }
+        let encrypted = self.keys.aead_key(namespace).is_some();
+        self.check_aead_key(namespace, encrypted)?;
+        let chunk = capacity(encrypted);
+        let count = bytes.len().div_ceil(chunk).max(1) as u32;
+        let ns_dir = self.dir.join("cubes").join(namespace);
+        fs::create_dir_all(&ns_dir).map_err(|e| StoreError::io(&ns_dir, e))?;
+        for i in 0..count {
+            let start = i as usize * chunk;
+            let part = &bytes[start.min(bytes.len())..(start + chunk).min(bytes.len())];
+            let sealed = cube::seal(self.keys.as_ref(), namespace, &hash, bytes.len() as u64, i, count, part)?;
+            let path = self.cube_path(namespace, &hash, i);
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let write = || -> std::io::Result<()> {
+                let mut f = File::create(&tmp)?;
+                f.write_all(&sealed)?;
+                f.sync_all()?;
+                fs::rename(&tmp, &path)
+            };
+            write().map_err(|e| StoreError::io(&path, e))?;
+        }
+        sync_dir(&ns_dir)?;
+        self.db().execute(
+            "INSERT INTO objects (namespace, hash, day, kind, length, cubes, encrypted, status, created_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ok', ?8)
+             ON CONFLICT (namespace, hash) DO UPDATE SET status = 'ok', cubes = ?6, encrypted = ?7",
+            params![namespace, hash.to_string(), id.day().to_string(), kind.as_str(), bytes.len() as i64, count, encrypted, now_ns()],
+        )?;
+        Ok(id)
+    }
+
+    /// Store a typed JSON artifact, in canonical form (sorted keys, compact).
+    pub fn put_json(&self, namespace: &str, kind: Kind, value: &serde_json::Value) -> Result<ObjectId> {
+        if kind == Kind::Blob {
+            return Err(StoreError::invalid("kind", "a JSON artifact is spec, artifact, composite or merged_result"));
+        }
+        self.put(namespace, kind, &capsule_ledger::entry::canonical_json(value))
+    }
+
+    /// What the index knows of `id` (any day).
+    pub fn stat(&self, id: &ObjectId) -> Result<ObjectInfo> {
+        let row = self
+            .db()
+            .query_row(
+                "SELECT day, kind, length, cubes, encrypted, status FROM objects WHERE namespace = ?1 AND hash = ?2",
+                params![id.namespace(), id.hash().to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, u32>(3)?,
+                        r.get::<_, bool>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                },
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        Ok(ObjectInfo {
+            id: format!("{}_{}_{}", id.namespace(), row.0, id.hash()),
+            kind: Kind::parse(&row.1)?,
+            length: row.2 as u64,
+            cubes: row.3,
+            encrypted: row.4,
+            status: row.5,
+        })
+    }
+
+    pub fn exists(&self, id: &ObjectId) -> Result<bool> {
+        match self.stat(id) {
+            Ok(info) => Ok(info.status == "ok"),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object (of `namespace`), in namespace and hash order.
+    pub fn list(&self, namespace: Option<&str>) -> Result<Vec<ObjectInfo>> {
+        let rows: Vec<(String, String, String)> = {
+            let db = self.db();
+            let mut stmt = db.prepare(
+                "SELECT namespace, day, hash FROM objects WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, hash",
+            )?;
+            let rows = stmt.query_map([namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+            rows
+        };
+        rows.into_iter()
+            .map(|(ns, day, hash)| self.stat(&format!("{ns}_{day}_{hash}").parse()?))
+            .collect()
+    }
+
+    fn servable(&self, id: &ObjectId) -> Result<ObjectInfo> {
+        let info = self.stat(id)?;
+        if info.status != "ok" {
+            let reason: String = self
+                .db()
+                .query_row(
+                    "SELECT reason FROM quarantine WHERE namespace = ?1 AND hash = ?2 ORDER BY id DESC LIMIT 1",
+                    params![id.namespace(), id.hash().to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or_default();
+            return Err(StoreError::Quarantined(id.to_string(), reason));
+        }
+        self.check_aead_key(id.namespace(), info.encrypted)?;
+        Ok(info)
+    }
+
+    /// Move a failed cube to quarantine, mark its object, audit it, and
+    /// return the error to report.
+    fn quarantine(&self, id: &ObjectId, index: u32, path: &Path, err: CubeError) -> StoreError {
+        let target = self.dir.join("quarantine").join(format!("{}_{}.{index}.{}.cube", id.namespace(), id.hash(), now_ns()));
+        let moved = match fs::rename(path, &target) {
+            Ok(()) => target.display().to_string(),
+            Err(_) => format!("{} (could not be moved)", path.display()),
+        };
+        let reason = format!("cube {index}: offset {}: {}", err.offset, err.reason);
+        let recorded = (|| -> Result<()> {
+            let db = self.db();
+            db.execute(
+                "UPDATE objects SET status = 'quarantined' WHERE namespace = ?1 AND hash = ?2",
+                params![id.namespace(), id.hash().to_string()],
+            )?;
+            db.execute(
+                "INSERT INTO quarantine (namespace, hash, cube, path, reason, moved_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id.namespace(), id.hash().to_string(), index, moved, reason, now_ns()],
+            )?;
+            drop(db);
+            let mut record = Record::new("store", "store.quarantine", "quarantined");
+            record.subject = id.to_string();
+            record.reason = reason.clone();
+            record.meta = serde_json::json!({"cube": index, "moved_to": moved});
+            self.ledger.append(record)?;
+            Ok(())
+        })();
+        if let Err(e) = recorded {
+            return e;
+        }
+        StoreError::Corrupt { file: path.display().to_string(), offset: err.offset, reason: err.reason }
+    }
+
+    fn expected<'a>(id: &'a ObjectId, info: &ObjectInfo, index: u32) -> Expected<'a> {
+        Expected { namespace: id.namespace(), hash: id.hash(), index, count: info.cubes, object_len: info.length }
+    }
+
+    fn read_cube(&self, id: &ObjectId, info: &ObjectInfo, index: u32) -> Result<Vec<u8>> {
+        let path = self.cube_path(id.namespace(), id.hash(), index);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.quarantine(id, index, &path, CubeError { offset: 0, reason: "cube file is missing".into() }))
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        cube::open(self.keys.as_ref(), &Self::expected(id, info, index), &bytes)
+            .map_err(|e| self.quarantine(id, index, &path, e))
+    }
+
+    /// The whole object, verified cube by cube and against its content hash.
+    pub fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        let info = self.servable(id)?;
+        let mut out = Vec::with_capacity(info.length as usize);
+        for i in 0..info.cubes {
+            out.extend_from_slice(&self.read_cube(id, &info, i)?);
+        }
+        if out.len() as u64 != info.length || ContentHash::of(&out) != *id.hash() {
+            let path = self.cube_path(id.namespace(), id.hash(), 0);
+            return Err(self.quarantine(id, 0, &path, CubeError { offset: 0, reason: "object does not hash to its ID".into() }));
+        }
+        Ok(out)
+    }
+
+    /// A typed JSON artifact.
+    pub fn get_json(&self, id: &ObjectId) -> Result<(Kind, serde_json::Value)> {
+        let info = self.stat(id)?;
+        if info.kind == Kind::Blob {
+            return Err(StoreError::invalid("id", format!("{id} is a blob, not a JSON artifact")));
+        }
+        let bytes = self.get(id)?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::invalid("artifact", e.to_string()))?;
+        Ok((info.kind, value))
+    }
+
+    /// `len` bytes from `offset`. In a plaintext namespace only the cube
+    /// headers and the vertices that hold the range are read and verified;
+    /// an encrypted cube is verified and decrypted whole.
+    pub fn get_range(&self, id: &ObjectId, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let info = self.servable(id)?;
+        let end = offset.checked_add(len).filter(|&e| e <= info.length).ok_or_else(|| {
+            StoreError::invalid("range", format!("{offset}+{len} is outside the object's {} bytes", info.length))
+        })?;
+        let chunk = capacity(info.encrypted) as u64;
+        let mut out = Vec::with_capacity(len as usize);
+        let mut pos = offset;
+        while pos < end {
+            let index = (pos / chunk) as u32;
+            let cube_start = index as u64 * chunk;
+            let (from, to) = ((pos - cube_start) as usize, ((end - cube_start).min(chunk)) as usize);
+            if info.encrypted {
+                out.extend_from_slice(&self.read_cube(id, &info, index)?[from..to]);
+            } else {
+                out.extend_from_slice(&self.read_plain_range(id, &info, index, from, to)?);
+            }
+            pos = cube_start + to as u64;
+        }
+        Ok(out)
+    }
+
+    fn read_plain_range(&self, id: &ObjectId, info: &ObjectInfo, index: u32, from: usize, to: usize) -> Result<Vec<u8>> {
+        let path = self.cube_path(id.namespace(), id.hash(), index);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.quarantine(id, index, &path, CubeError { offset: 0, reason: "cube file is missing".into() }))
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let file_len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len() as usize;
+        let prefix_len = (cube::HEADER_LEN + 32 * cube::VERTICES + 96).min(file_len);
+        let mut prefix = vec![0u8; prefix_len];
+        file.read_exact_at(&mut prefix, 0).map_err(|e| StoreError::io(&path, e))?;
+        let verified = cube::verify_prefix(self.keys.as_ref(), &Self::expected(id, info, index), &prefix, file_len)
+            .map_err(|e| self.quarantine(id, index, &path, e))?;
+        let (first, last) = (from / VERTEX_BYTES, (to - 1) / VERTEX_BYTES);
+        let span_start = first * VERTEX_BYTES;
+        let span_end = ((last + 1) * VERTEX_BYTES).min(verified.header.stored_len);
+        let mut span = vec![0u8; span_end - span_start];
+        file.read_exact_at(&mut span, (verified.payload_offset + span_start) as u64)
+            .map_err(|e| StoreError::io(&path, e))?;
+        for (k, vertex) in span.chunks(VERTEX_BYTES).enumerate() {
+            verified.check_vertex(self.keys.as_ref(), first + k, vertex).map_err(|e| self.quarantine(id, index, &path, e))?;
+        }
+        Ok(span[from - span_start..to - span_start].to_vec())
+    }
+
+    /// Read and verify every stored object; failures are quarantined.
+    /// Returns (objects verified, IDs that failed).
+    pub fn verify_all(&self) -> Result<(u64, Vec<String>)> {
+        let mut ok = 0;
+        let mut failed = Vec::new();
+        for info in self.list(None)? {
+            if info.status != "ok" {
+                continue;
+            }
+            let id: ObjectId = info.id.parse()?;
+            match self.get(&id) {
+                Ok(_) => ok += 1,
+                Err(StoreError::Corrupt { .. }) => failed.push(info.id),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((ok, failed))
+    }
+
+    /// Every quarantined cube, oldest first.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT namespace, hash, cube, path, reason FROM quarantine ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Quarantined {
+                    object: format!("{}/{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    cube: r.get(2)?,
+                    path: r.get(3)?,
+                    reason: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
