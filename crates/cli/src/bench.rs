@@ -23,6 +23,8 @@ pub enum BenchCommand {
     Audit(crate::bench_audit::AuditBenchArgs),
     /// Policy decision latency and throughput, default set and 100 rules.
     Policy(crate::bench_policy::PolicyBenchArgs),
+    /// Store put/get throughput beside the disk's raw sequential speed.
+    Store(crate::bench_store::StoreBenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -247,6 +249,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Kernel(args) => args,
         BenchCommand::Audit(args) => return crate::bench_audit::run(args),
         BenchCommand::Policy(args) => return crate::bench_policy::run(args),
+        BenchCommand::Store(args) => return crate::bench_store::run(args),
     };
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");

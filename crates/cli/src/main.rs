@@ -8,10 +8,12 @@ mod audit_cmd;
 mod bench;
 mod bench_audit;
 mod bench_policy;
+mod bench_store;
 mod data_dir;
 mod demo;
 mod kernel_cmd;
 mod policy_cmd;
+mod store_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +41,8 @@ enum Command {
     Kill(policy_cmd::KillArgs),
     /// The approval queue: list, show, sign.
     Approvals(policy_cmd::ApprovalsArgs),
+    /// The object store: put, get, stat, verify, quarantine, encrypt.
+    Store(store_cmd::StoreArgs),
     /// A short guided session on embedded defaults.
     Demo(demo::DemoArgs),
     /// Measure performance against reference implementations.
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy_cmd::run(args),
         Command::Kill(args) => policy_cmd::run_kill(args),
         Command::Approvals(args) => policy_cmd::run_approvals(args),
+        Command::Store(args) => store_cmd::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench { command } => bench::run(command),
     };
