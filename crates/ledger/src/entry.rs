@@ -144,12 +144,43 @@ pub struct AuditEntry {
     pub record: Record,
 }
 
-/// `meta` in canonical form: keys sorted (serde_json's map is ordered),
-/// compact.
+/// A JSON value in canonical form: object keys sorted by byte order at
+/// every depth, no whitespace, scalars as serde_json writes them. Sorted
+/// here rather than left to serde_json's map type, whose order depends on
+/// a crate feature (`preserve_order`) that any crate in a build can turn on.
 pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
-    // serde_json without `preserve_order` keeps object keys in a BTreeMap, so
-    // `to_vec` writes them sorted at every depth.
-    serde_json::to_vec(value).unwrap_or_default()
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, k).expect("strings serialize");
+                    out.push(b':');
+                    write(&map[k], out);
+                }
+                out.push(b'}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out);
+                }
+                out.push(b']');
+            }
+            scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
+        }
+    }
+    let mut out = Vec::new();
+    write(value, &mut out);
+    out
 }
 
 impl AuditEntry {

@@ -126,7 +126,16 @@ fn sigusr1_arms_and_names_the_sender() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(e.decide(&step()).unwrap().reason, "kill_switch");
-    let arm = entries(e.ledger()).into_iter().find(|x| x.record.action == "kill.arm").unwrap();
+    // Decisions are refused first; the ledger entry follows within moments.
+    let mut arm = None;
+    for _ in 0..100 {
+        arm = entries(e.ledger()).into_iter().find(|x| x.record.action == "kill.arm");
+        if arm.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let arm = arm.expect("the arming is recorded");
     assert!(arm.record.actor.starts_with(&format!("signal:SIGUSR1 from pid {}", std::process::id())), "{}", arm.record.actor);
 }
 
