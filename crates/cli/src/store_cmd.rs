@@ -44,6 +44,14 @@ enum StoreCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Delete an object, on a recorded policy decision allowing object.delete on object:ID
+    /// (see `capsule policy eval --record`).
+    Delete {
+        id: String,
+        /// The decision's ledger sequence number.
+        #[arg(long)]
+        decision: u64,
+    },
     /// Quarantined cubes.
     Quarantine {
         #[arg(value_parser = ["list"])]
@@ -122,6 +130,10 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
+        }
+        StoreCommand::Delete { id, decision } => {
+            store()?.delete(&id.parse()?, decision)?;
+            println!("deleted {id}");
         }
         StoreCommand::Quarantine { json, .. } => {
             for q in store()?.quarantined()? {

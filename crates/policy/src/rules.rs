@@ -47,6 +47,7 @@ pub const ACTIONS: &[&str] = &[
     "fs.read",
     "fs.write",
     "bus.publish",
+    "object.delete",
 ];
 
 /// `Capsule::<name>`, parsed once.
@@ -103,6 +104,7 @@ const RESOURCES: &[(&str, &str, Option<&str>)] = &[
     ("path", "Path", Some("path")),
     ("topic", "Topic", Some("name")),
     ("domain", "Domain", Some("host")),
+    ("object", "Object", None),
 ];
 
 /// A principal or resource, parsed from `kind:name` (e.g. `agent:alice`,

@@ -14,6 +14,8 @@
 //! every cube it touches before returning a byte; a cube that fails is moved
 //! to quarantine, the object is marked quarantined and never served again
 //! (until identical content is put anew), and the event is a ledger entry.
+//! Deletion happens only on a recorded policy decision (see
+//! [`Store::delete`]).
 
 use crate::cube::{self, capacity, CubeError, Expected, VERTEX_BYTES};
 use crate::error::{Result, StoreError};
@@ -119,6 +121,8 @@ impl Store {
                length INTEGER NOT NULL, cubes INTEGER NOT NULL, encrypted INTEGER NOT NULL,
                status TEXT NOT NULL CHECK (status IN ('ok', 'quarantined')), created_ns INTEGER NOT NULL,
                PRIMARY KEY (namespace, hash));
+             CREATE TABLE IF NOT EXISTS deletions (
+               decision_seq INTEGER PRIMARY KEY, namespace TEXT NOT NULL, hash TEXT NOT NULL, deleted_ns INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS quarantine (
                id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, hash TEXT NOT NULL,
@@ -431,6 +435,63 @@ impl Store {
             verified.check_vertex(self.keys.as_ref(), first + k, vertex).map_err(|e| self.quarantine(id, index, &path, e))?;
         }
         Ok(span[from - span_start..to - span_start].to_vec())
+    }
+
+    /// Delete an object on the strength of a policy decision recorded in the
+    /// ledger at `decision_seq`: it must be a `policy.decision` allowing
+    /// (`approved` or `auto_approved`) action `object.delete` on resource
+    /// `object:<this object's ID>`, and each decision deletes once.
+    pub fn delete(&self, id: &ObjectId, decision_seq: u64) -> Result<()> {
+        let entry = self.ledger.entry(decision_seq)?;
+        let refuse = |reason: String| StoreError::invalid("decision", format!("ledger entry {decision_seq}: {reason}"));
+        let r = &entry.record;
+        if r.meta.get("kind").and_then(|k| k.as_str()) != Some("policy.decision") {
+            return Err(refuse("is not a policy decision".into()));
+        }
+        if r.action != "object.delete" {
+            return Err(refuse(format!("decides {:?}, not object.delete", r.action)));
+        }
+        let named: Option<ObjectId> = r.subject.strip_prefix("object:").and_then(|t| t.parse().ok());
+        if !named.is_some_and(|n| n.same_object(id)) {
+            return Err(refuse(format!("is about {:?}, not object:{id}", r.subject)));
+        }
+        if r.decision != "approved" && r.decision != "auto_approved" {
+            return Err(refuse(format!("was {:?}, not an approval", r.decision)));
+        }
+        let info = self.stat(id)?;
+        let used: Option<i64> = self
+            .db()
+            .query_row("SELECT decision_seq FROM deletions WHERE decision_seq = ?1", [decision_seq as i64], |row| row.get(0))
+            .optional()?;
+        if used.is_some() {
+            return Err(refuse("was already used for a deletion".into()));
+        }
+        let mut record = Record::new(&r.actor, "store.delete", "deleted");
+        record.subject = id.to_string();
+        record.reason = format!("policy decision at ledger entry {decision_seq}");
+        self.ledger.append(record)?;
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            tx.execute(
+                "DELETE FROM objects WHERE namespace = ?1 AND hash = ?2",
+                params![id.namespace(), id.hash().to_string()],
+            )?;
+            tx.execute(
+                "INSERT INTO deletions (decision_seq, namespace, hash, deleted_ns) VALUES (?1, ?2, ?3, ?4)",
+                params![decision_seq as i64, id.namespace(), id.hash().to_string(), now_ns()],
+            )?;
+            tx.commit()?;
+        }
+        for i in 0..info.cubes {
+            let path = self.cube_path(id.namespace(), id.hash(), i);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+        sync_dir(&self.dir.join("cubes").join(id.namespace()))
     }
 
     /// Read and verify every stored object; failures are quarantined.
