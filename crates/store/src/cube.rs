@@ -2,27 +2,7 @@
 //! object's stored bytes as 16 vertices of 64 KiB; objects larger than one
 //! cube span several. Small objects are not padded.
 //!
-//! # Layout (version 1; integers little-endian)
-//!
-//! | offset | bytes | field |
-//! |---:|---:|---|
-//! | 0 | 8 | magic `CAPSCUBE` |
-//! | 8 | 1 | version, 1 |
-//! | 9 | 1 | flags: bit 0 = encrypted |
-//! | 10 | 1 | vertex count v = ⌈L / 65 536⌉ (0..=16) |
-//! | 11 | 1 | namespace length (1..=22) |
-//! | 12 | 4 | L: stored payload bytes in this cube (≤ 1 MiB) |
-//! | 16 | 4 | cube index i |
-//! | 20 | 4 | cube count n |
-//! | 24 | 8 | object length (plaintext bytes of the whole object) |
-//! | 32 | 24 | nonce (random per cube; the AEAD nonce when encrypted) |
-//! | 56 | 20 | content hash (the object ID's hash) |
-//! | 76 | 22 | namespace, zero-padded |
-//! | 98 | 6 | zero |
-//! | 104 | 32·v | vertex MACs: HMAC-SHA256(namespace MAC key, header ‖ j as u8 ‖ vertex j) |
-//! | … | 32 | root: RFC 6962 Merkle root (SHA-256) over the vertex MACs |
-//! | … | 64 | Ed25519 signature over header ‖ root |
-//! | … | L | payload: vertex 0, vertex 1, … (the last may be short) |
+//! The byte-by-byte layout is in the crate documentation (`lib.rs`).
 //!
 //! The header binds each cube to its object, position and namespace; the
 //! MACs bind every vertex to the header; the signature binds the header to

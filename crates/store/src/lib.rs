@@ -22,6 +22,35 @@
 //! `hmac`/`sha2` for vertex MACs, the ledger's RFC 6962 Merkle code for the
 //! root, `ed25519-dalek` for signatures, `chacha20poly1305` for
 //! XChaCha20-Poly1305, `blake3` for content hashes.
+//!
+//! # On-disk layout of a cube
+//!
+//! Version 1; integers little-endian. A cube file is `DIR/cubes/<ns>/<hash>.<i>.cube`.
+//!
+//! | offset | bytes | field |
+//! |---:|---:|---|
+//! | 0 | 8 | magic `CAPSCUBE` |
+//! | 8 | 1 | version, 1 |
+//! | 9 | 1 | flags: bit 0 = encrypted |
+//! | 10 | 1 | vertex count v = ⌈L / 65 536⌉ (0..=16) |
+//! | 11 | 1 | namespace length (1..=22) |
+//! | 12 | 4 | L: stored payload bytes in this cube (≤ 1 MiB) |
+//! | 16 | 4 | cube index i |
+//! | 20 | 4 | cube count n |
+//! | 24 | 8 | object length (plaintext bytes of the whole object) |
+//! | 32 | 24 | nonce (random per cube; the AEAD nonce when encrypted) |
+//! | 56 | 20 | content hash (the object ID's hash) |
+//! | 76 | 22 | namespace, zero-padded |
+//! | 98 | 6 | zero |
+//! | 104 | 32·v | vertex MACs: HMAC-SHA256(namespace MAC key, header ‖ j as u8 ‖ vertex j) |
+//! | … | 32 | root: RFC 6962 Merkle root (SHA-256) over the vertex MACs |
+//! | … | 64 | Ed25519 signature over header ‖ root |
+//! | … | L | payload: vertex 0, vertex 1, … (the last may be short) |
+//!
+//! The Merkle tree's leaves are the vertex MACs (keyed SHA-256 digests of
+//! the vertices) rather than plain SHA-256 digests, so a reader can check
+//! the root and signature from the few hundred bytes before the payload and
+//! then verify only the vertices it reads.
 
 #![forbid(unsafe_code)]
 
