@@ -29,8 +29,10 @@ pub const DEFAULT_FILE: &str = "default.cedar";
 pub const MAX_POLICY_FILE: u64 = 1 << 20;
 /// Most policy files in a directory.
 pub const MAX_POLICY_FILES: usize = 256;
-/// Largest principal or resource text, in bytes.
-pub const MAX_NAME_LEN: usize = 1024;
+/// Largest resource text, in bytes (the ledger's subject limit).
+pub const MAX_NAME_LEN: usize = capsule_ledger::entry::MAX_SUBJECT_LEN;
+/// Largest principal text, in bytes (the ledger's actor limit).
+pub const MAX_PRINCIPAL_LEN: usize = capsule_ledger::entry::MAX_NAME_LEN;
 
 /// The actions of the schema.
 pub const ACTIONS: &[&str] = &[
@@ -119,8 +121,9 @@ pub struct Name {
 
 impl Name {
     fn parse(field: &str, text: &str, table: &[(&'static str, &'static str, Option<&'static str>)]) -> Result<Name> {
-        if text.len() > MAX_NAME_LEN {
-            return Err(PolicyError::invalid(field, format!("longer than {MAX_NAME_LEN} bytes")));
+        let max = if field == "principal" { MAX_PRINCIPAL_LEN } else { MAX_NAME_LEN };
+        if text.len() > max {
+            return Err(PolicyError::invalid(field, format!("longer than {max} bytes")));
         }
         let (kind, id) = text
             .split_once(':')
@@ -675,6 +678,8 @@ mod tests {
         assert!(err.starts_with("resource: unknown kind \"file\""), "{err}");
         assert!(Name::principal("alice").is_err());
         assert!(Name::resource("path:").is_err());
+        let long = format!("agent:{}", "a".repeat(300));
+        assert!(Name::principal(&long).unwrap_err().to_string().contains("longer than 256"));
     }
 
     #[test]
