@@ -202,16 +202,22 @@ fn append(dir: &Path, a: AppendArgs) -> Result<ExitCode> {
             let r = ledger.append(record)?;
             let _guard = print_lock.lock();
             if a.json {
-                println!("{}", json!({"seq": r.seq, "ts": r.ts, "leaf_hash": hex::encode(r.leaf_hash)}));
+                println!(
+                    "{}",
+                    json!({"seq": r.seq, "ts": r.ts, "leaf_hash": hex::encode(r.leaf_hash)})
+                );
             } else {
                 println!("appended seq {} leaf {}", r.seq, hex::encode(r.leaf_hash));
             }
         }
     };
     std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..a.concurrency.min(a.count as usize)).map(|_| s.spawn(worker)).collect();
+        let handles: Vec<_> = (0..a.concurrency.min(a.count as usize))
+            .map(|_| s.spawn(worker))
+            .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("an appending thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("an appending thread panicked"))??;
         }
         Ok(())
     })?;
@@ -226,7 +232,10 @@ fn verify_cmd(dir: &Path, key: Option<&str>, as_json: bool) -> Result<ExitCode> 
             let path = dir.join("keys/ledger-v1.pub");
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {} (or pass --key)", path.display()))?;
-            (VerifierKey::parse(&text)?, format!("{} (pass --key to pin a key you hold)", path.display()))
+            (
+                VerifierKey::parse(&text)?,
+                format!("{} (pass --key to pin a key you hold)", path.display()),
+            )
         }
     };
     match verify(dir, &key) {
@@ -258,10 +267,15 @@ fn verify_cmd(dir: &Path, key: Option<&str>, as_json: bool) -> Result<ExitCode> 
         Err(e) => {
             if as_json {
                 let (file, offset) = match &e {
-                    LedgerError::Corrupt { file, offset, .. } => (Some(file.display().to_string()), Some(*offset)),
+                    LedgerError::Corrupt { file, offset, .. } => {
+                        (Some(file.display().to_string()), Some(*offset))
+                    }
                     _ => (None, None),
                 };
-                println!("{}", json!({"ok": false, "error": e.to_string(), "file": file, "offset": offset}));
+                println!(
+                    "{}",
+                    json!({"ok": false, "error": e.to_string(), "file": file, "offset": offset})
+                );
             } else {
                 println!("FAILED: {e}");
             }
@@ -276,9 +290,13 @@ fn checkpoint_for(dir: &Path, seq: u64, size: Option<u64>) -> Result<Checkpoint>
     let reader = LogReader::open(dir)?;
     let stored = reader.checkpoints()?;
     if let Some(size) = size {
-        return stored.into_iter().rev().find(|c| c.size() == size).with_context(|| {
-            format!("no stored checkpoint has tree size {size}; omit --size to use the newest")
-        });
+        return stored
+            .into_iter()
+            .rev()
+            .find(|c| c.size() == size)
+            .with_context(|| {
+                format!("no stored checkpoint has tree size {size}; omit --size to use the newest")
+            });
     }
     if let Some(cp) = stored.last().filter(|c| c.size() > seq) {
         return Ok(cp.clone());
@@ -323,7 +341,11 @@ fn prove(dir: &Path, seq: u64, size: Option<u64>, as_json: bool) -> Result<ExitC
         for (i, p) in path.iter().enumerate() {
             println!("path[{i:2}]   {p}");
         }
-        println!("root hash  {}\n\ncheckpoint:\n{}", hex::encode(proof.root), cp.text());
+        println!(
+            "root hash  {}\n\ncheckpoint:\n{}",
+            hex::encode(proof.root),
+            cp.text()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -344,7 +366,11 @@ fn consistency(dir: &Path, m: u64, n: u64, as_json: bool) -> Result<ExitCode> {
             })
         );
     } else {
-        println!("tree {m} root {}\ntree {n} root {}", hex::encode(old_root), hex::encode(new_root));
+        println!(
+            "tree {m} root {}\ntree {n} root {}",
+            hex::encode(old_root),
+            hex::encode(new_root)
+        );
         for (i, p) in path.iter().enumerate() {
             println!("path[{i:2}]   {p}");
         }
@@ -367,7 +393,11 @@ fn tail(dir: &Path, count: u64, as_json: bool) -> Result<ExitCode> {
                 format_ts(e.ts),
                 r.actor,
                 r.action,
-                if r.subject.is_empty() { "-" } else { &r.subject },
+                if r.subject.is_empty() {
+                    "-"
+                } else {
+                    &r.subject
+                },
                 r.decision,
                 r.reason
             );

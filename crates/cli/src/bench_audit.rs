@@ -72,17 +72,27 @@ impl Report {
         } else {
             println!("{name:<44} {value:>14.3} {unit}");
         }
-        self.figures.push(Figure { name: name.into(), value });
+        self.figures.push(Figure {
+            name: name.into(),
+            value,
+        });
     }
 
     fn get(&self, name: &str) -> f64 {
-        self.figures.iter().find(|f| f.name == name).map_or(f64::NAN, |f| f.value)
+        self.figures
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(f64::NAN, |f| f.value)
     }
 
     /// capsule's advantage: baseline / capsule for costs, capsule / baseline for rates.
     fn ratio(&mut self, name: &str, higher_is_better: bool) {
         let (ours, theirs) = (self.get(name), self.get(&format!("baseline.{name}")));
-        let ratio = if higher_is_better { ours / theirs } else { theirs / ours };
+        let ratio = if higher_is_better {
+            ours / theirs
+        } else {
+            theirs / ours
+        };
         self.add(&format!("ratio.{name}"), ratio, "x");
     }
 }
@@ -92,16 +102,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
-    if args.entries == 0 || args.batch == 0 || args.appenders == 0 || args.latency_samples < 2 || args.proof_entries == 0 || args.proofs == 0 {
+    if args.entries == 0
+        || args.batch == 0
+        || args.appenders == 0
+        || args.latency_samples < 2
+        || args.proof_entries == 0
+        || args.proofs == 0
+    {
         bail!("--entries, --batch, --appenders, --proof-entries and --proofs must be ≥ 1 and --latency-samples ≥ 2");
     }
-    let tmp = tempfile::Builder::new().prefix("capsule-bench-audit").tempdir_in(
-        args.dir.clone().unwrap_or_else(std::env::temp_dir),
-    )?;
+    let tmp = tempfile::Builder::new()
+        .prefix("capsule-bench-audit")
+        .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
     let root = tmp.path();
-    let mut report = Report { json: args.json, figures: Vec::new() };
+    let mut report = Report {
+        json: args.json,
+        figures: Vec::new(),
+    };
     let config = LedgerConfig::default();
-    let sample = capsule_ledger::AuditEntry { seq: 123_456, ts: 0, record: record(123_456) };
+    let sample = capsule_ledger::AuditEntry {
+        seq: 123_456,
+        ts: 0,
+        record: record(123_456),
+    };
     let sample_len = sample.encode().len();
     report.add("entry_size", sample_len as f64, "bytes");
 
@@ -126,12 +149,17 @@ pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
             })
             .collect();
         for w in workers {
-            w.join().map_err(|_| anyhow::anyhow!("an appender panicked"))??;
+            w.join()
+                .map_err(|_| anyhow::anyhow!("an appender panicked"))??;
         }
         Ok(())
     })?;
     let secs = t.elapsed().as_secs_f64();
-    report.add("append_batched_throughput", args.entries as f64 / secs, "entries/s");
+    report.add(
+        "append_batched_throughput",
+        args.entries as f64 / secs,
+        "entries/s",
+    );
     let chain_dir = root.join("chain-throughput");
     std::fs::create_dir_all(&chain_dir)?;
     let mut chain = ChainLog::create(&chain_dir.join("log.jsonl"))?;
@@ -143,14 +171,20 @@ pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
         i += n;
     }
     let secs = t.elapsed().as_secs_f64();
-    report.add("baseline.append_batched_throughput", args.entries as f64 / secs, "entries/s");
+    report.add(
+        "baseline.append_batched_throughput",
+        args.entries as f64 / secs,
+        "entries/s",
+    );
     report.ratio("append_batched_throughput", true);
 
     // 2. Full verify of the log just written.
     ledger.checkpoint()?;
     ledger.close()?;
     drop(ledger);
-    let key = capsule_ledger::VerifierKey::parse(&std::fs::read_to_string(dir.join("keys/ledger-v1.pub"))?)?;
+    let key = capsule_ledger::VerifierKey::parse(&std::fs::read_to_string(
+        dir.join("keys/ledger-v1.pub"),
+    )?)?;
     let t = Instant::now();
     let r = capsule_ledger::verify(&dir, &key)?;
     let secs = t.elapsed().as_secs_f64();
@@ -160,7 +194,11 @@ pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
     let n = ChainLog::verify(&chain_dir.join("log.jsonl"), &chain.key.verifying_key())?;
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(n, args.entries);
-    report.add(&format!("baseline.verify_{}", human(args.entries)), secs, "s");
+    report.add(
+        &format!("baseline.verify_{}", human(args.entries)),
+        secs,
+        "s",
+    );
     report.ratio(&format!("verify_{}", human(args.entries)), false);
     std::fs::remove_dir_all(&dir)?;
     std::fs::remove_dir_all(&chain_dir)?;
@@ -171,7 +209,9 @@ pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
     let mut lat: Vec<f64> = (0..args.latency_samples)
         .map(|i| {
             let t = Instant::now();
-            ledger.append(record(i)).map(|_| t.elapsed().as_secs_f64() * 1e3)
+            ledger
+                .append(record(i))
+                .map(|_| t.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_, _>>()?;
     ledger.close()?;
@@ -184,7 +224,9 @@ pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
     let mut lat: Vec<f64> = (0..args.latency_samples)
         .map(|i| {
             let t = Instant::now();
-            chain.append_batch(&[record(i)]).map(|_| t.elapsed().as_secs_f64() * 1e3)
+            chain
+                .append_batch(&[record(i)])
+                .map(|_| t.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_>>()?;
     lat.sort_by(f64::total_cmp);
@@ -207,7 +249,9 @@ pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
     let reader = LogReader::open(&dir)?;
     let size = reader.size();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let indices: Vec<u64> = (0..args.proofs).map(|_| rng.random_range(0..size)).collect();
+    let indices: Vec<u64> = (0..args.proofs)
+        .map(|_| rng.random_range(0..size))
+        .collect();
     let mut gen = Vec::with_capacity(indices.len());
     let mut ver = Vec::with_capacity(indices.len());
     for &idx in &indices {
@@ -221,10 +265,26 @@ pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {
     gen.sort_by(f64::total_cmp);
     ver.sort_by(f64::total_cmp);
     let at = human(args.proof_entries);
-    report.add(&format!("inclusion_proof_generate_{at}_p50"), percentile(&gen, 0.5), "us");
-    report.add(&format!("inclusion_proof_generate_{at}_p99"), percentile(&gen, 0.99), "us");
-    report.add(&format!("inclusion_proof_verify_{at}_p50"), percentile(&ver, 0.5), "us");
-    report.add(&format!("inclusion_proof_verify_{at}_p99"), percentile(&ver, 0.99), "us");
+    report.add(
+        &format!("inclusion_proof_generate_{at}_p50"),
+        percentile(&gen, 0.5),
+        "us",
+    );
+    report.add(
+        &format!("inclusion_proof_generate_{at}_p99"),
+        percentile(&gen, 0.99),
+        "us",
+    );
+    report.add(
+        &format!("inclusion_proof_verify_{at}_p50"),
+        percentile(&ver, 0.5),
+        "us",
+    );
+    report.add(
+        &format!("inclusion_proof_verify_{at}_p99"),
+        percentile(&ver, 0.99),
+        "us",
+    );
     let m = size / 2 + 1;
     let t = Instant::now();
     let proof = reader.consistency_proof(m, size)?;
@@ -257,10 +317,19 @@ pub struct ChainLog {
 
 impl ChainLog {
     pub fn create(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new().create_new(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(path)?;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        Ok(ChainLog { file, prev: [0; 32], seq: 0, key: SigningKey::from_bytes(&seed), buf: Vec::new() })
+        Ok(ChainLog {
+            file,
+            prev: [0; 32],
+            seq: 0,
+            key: SigningKey::from_bytes(&seed),
+            buf: Vec::new(),
+        })
     }
 
     fn entry_json(seq: u64, ts: i64, r: &Record) -> serde_json::Value {
@@ -277,7 +346,9 @@ impl ChainLog {
 
     pub fn append_batch(&mut self, records: &[Record]) -> Result<()> {
         self.buf.clear();
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64;
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as i64;
         for r in records {
             let entry = Self::entry_json(self.seq, ts, r);
             let body = serde_json::to_vec(&entry)?;
@@ -303,7 +374,9 @@ impl ChainLog {
             let v: serde_json::Value = serde_json::from_str(&line?)?;
             let body = serde_json::to_vec(&v["entry"])?;
             let hash = Self::chain_hash(&prev, &body);
-            if v["prev"].as_str() != Some(&hex::encode(prev)) || v["hash"].as_str() != Some(&hex::encode(hash)) {
+            if v["prev"].as_str() != Some(&hex::encode(prev))
+                || v["hash"].as_str() != Some(&hex::encode(hash))
+            {
                 bail!("chain broken at entry {n}");
             }
             let sig: [u8; 64] = B64

@@ -39,7 +39,8 @@ pub fn hundred_rules() -> RuleSet {
             "@id(\"protect-{i}\") forbid(principal, action == Capsule::Action::\"fs.write\", resource is Capsule::Path) when {{ resource.path like \"/srv/data{i}/*\" }};\n"
         ));
     }
-    let rules = RuleSet::from_sources(&[("hundred.cedar".into(), text)]).expect("generated rules validate");
+    let rules =
+        RuleSet::from_sources(&[("hundred.cedar".into(), text)]).expect("generated rules validate");
     assert_eq!(rules.policies().len(), 100);
     rules
 }
@@ -51,7 +52,11 @@ fn requests() -> Vec<DecisionRequest> {
         resource: String::new(),
         lane: Lane::Prod,
         level: SafetyLevel::Low,
-        affect: Affect { confidence: Some(0.9), empathy: Some(0.8), safety: Some(0.99) },
+        affect: Affect {
+            confidence: Some(0.9),
+            empathy: Some(0.8),
+            safety: Some(0.99),
+        },
         risk: Some(0.1),
         drift: Some(0.05),
         args: json!({}),
@@ -65,7 +70,11 @@ fn requests() -> Vec<DecisionRequest> {
         ("memory.append", "memory:episodic"),
     ]
     .into_iter()
-    .map(|(a, r)| DecisionRequest { action: a.into(), resource: r.into(), ..base.clone() })
+    .map(|(a, r)| DecisionRequest {
+        action: a.into(),
+        resource: r.into(),
+        ..base.clone()
+    })
     .collect()
 }
 
@@ -75,7 +84,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub fn run(args: PolicyBenchArgs) -> Result<ExitCode> {
     let n = args.decisions.max(100);
-    let c = Circumstances { kill_switch: false, mode: Mode::SemiAutonomous, modification_enabled: false, guardian: Default::default() };
+    let c = Circumstances {
+        kill_switch: false,
+        mode: Mode::SemiAutonomous,
+        modification_enabled: false,
+        guardian: Default::default(),
+    };
     let reqs = requests();
     let emit = |name: &str, value: f64, unit: &str| {
         if args.json {
@@ -84,7 +98,10 @@ pub fn run(args: PolicyBenchArgs) -> Result<ExitCode> {
             println!("{name:<40} {value:>12.3} {unit}");
         }
     };
-    for (label, rules) in [("default", RuleSet::defaults()), ("100_rules", hundred_rules())] {
+    for (label, rules) in [
+        ("default", RuleSet::defaults()),
+        ("100_rules", hundred_rules()),
+    ] {
         for r in reqs.iter().cycle().take(2000) {
             evaluate(&rules, &c, r)?;
         }
@@ -97,9 +114,21 @@ pub fn run(args: PolicyBenchArgs) -> Result<ExitCode> {
         }
         let total = start.elapsed().as_secs_f64();
         lat.sort_by(f64::total_cmp);
-        emit(&format!("decision_latency_{label}_p50"), percentile(&lat, 0.5), "us");
-        emit(&format!("decision_latency_{label}_p99"), percentile(&lat, 0.99), "us");
-        emit(&format!("decisions_per_s_per_core_{label}"), n as f64 / total, "decisions/s");
+        emit(
+            &format!("decision_latency_{label}_p50"),
+            percentile(&lat, 0.5),
+            "us",
+        );
+        emit(
+            &format!("decision_latency_{label}_p99"),
+            percentile(&lat, 0.99),
+            "us",
+        );
+        emit(
+            &format!("decisions_per_s_per_core_{label}"),
+            n as f64 / total,
+            "decisions/s",
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

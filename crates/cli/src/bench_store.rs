@@ -30,7 +30,9 @@ fn mbps(bytes: usize, secs: f64) -> f64 {
 }
 
 pub fn run(args: StoreBenchArgs) -> Result<ExitCode> {
-    let tmp = tempfile::Builder::new().prefix("capsule-bench-store").tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("capsule-bench-store")
+        .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
     let root = tmp.path();
     let emit = |name: &str, value: f64, unit: &str| {
         if args.json {
@@ -51,16 +53,31 @@ pub fn run(args: StoreBenchArgs) -> Result<ExitCode> {
         }
         f.sync_all()?;
     }
-    emit("raw_sequential_write", mbps(total, t.elapsed().as_secs_f64()), "MB/s");
+    emit(
+        "raw_sequential_write",
+        mbps(total, t.elapsed().as_secs_f64()),
+        "MB/s",
+    );
     let t = Instant::now();
     let mut buf = vec![0u8; 1 << 20];
     let mut f = std::fs::File::open(&raw)?;
     while f.read(&mut buf)? > 0 {}
-    emit("raw_sequential_read", mbps(total, t.elapsed().as_secs_f64()), "MB/s");
+    emit(
+        "raw_sequential_read",
+        mbps(total, t.elapsed().as_secs_f64()),
+        "MB/s",
+    );
     std::fs::remove_file(&raw)?;
 
-    let keys = Arc::new(FileKeyring::create(&root.join("keyring.json"), &["secret"])?);
-    let ledger = Arc::new(Ledger::create(&root.join("ledger"), "bench.capsule/store", LedgerConfig::default())?);
+    let keys = Arc::new(FileKeyring::create(
+        &root.join("keyring.json"),
+        &["secret"],
+    )?);
+    let ledger = Arc::new(Ledger::create(
+        &root.join("ledger"),
+        "bench.capsule/store",
+        LedgerConfig::default(),
+    )?);
     let store = Store::open(&root.join("store"), keys, ledger.clone())?;
     for (label, size) in [("4KiB", 4 << 10), ("64KiB", 64 << 10), ("4MiB", 4 << 20)] {
         let budget = if size < (64 << 10) { total / 4 } else { total };
@@ -70,18 +87,31 @@ pub fn run(args: StoreBenchArgs) -> Result<ExitCode> {
                 .map(|i| {
                     let mut o = block[..size.min(block.len())].repeat(size.div_ceil(block.len()));
                     o.truncate(size);
-                    o[..8].copy_from_slice(&(i as u64 ^ if ns == "secret" { 1 << 63 } else { 0 }).to_le_bytes());
+                    o[..8].copy_from_slice(
+                        &(i as u64 ^ if ns == "secret" { 1 << 63 } else { 0 }).to_le_bytes(),
+                    );
                     o
                 })
                 .collect();
             let t = Instant::now();
-            let ids: Vec<_> = objects.iter().map(|o| store.put(ns, Kind::Blob, o)).collect::<Result<_, _>>()?;
-            emit(&format!("put_{label}_{ns}"), mbps(count * size, t.elapsed().as_secs_f64()), "MB/s");
+            let ids: Vec<_> = objects
+                .iter()
+                .map(|o| store.put(ns, Kind::Blob, o))
+                .collect::<Result<_, _>>()?;
+            emit(
+                &format!("put_{label}_{ns}"),
+                mbps(count * size, t.elapsed().as_secs_f64()),
+                "MB/s",
+            );
             let t = Instant::now();
             for id in &ids {
                 std::hint::black_box(store.get(id)?);
             }
-            emit(&format!("get_{label}_{ns}"), mbps(count * size, t.elapsed().as_secs_f64()), "MB/s");
+            emit(
+                &format!("get_{label}_{ns}"),
+                mbps(count * size, t.elapsed().as_secs_f64()),
+                "MB/s",
+            );
         }
     }
     ledger.close()?;

@@ -73,9 +73,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             out.observables.trace_error,
             out.observables.l1_coherence
         );
-        let mut record = Record::new("agent:demo", "brain.step", if out.is_valid { "ok" } else { "invalid" });
+        let mut record = Record::new(
+            "agent:demo",
+            "brain.step",
+            if out.is_valid { "ok" } else { "invalid" },
+        );
         record.subject = "kernel/demo".into();
-        record.reason = if event.is_empty() { "step".into() } else { event.clone() };
+        record.reason = if event.is_empty() {
+            "step".into()
+        } else {
+            event.clone()
+        };
         record.meta = serde_json::json!({
             "step": out.step, "entropy": out.observables.entropy, "measured_state": out.measured_state,
         });

@@ -79,14 +79,20 @@ struct EvalArgs {
 
 fn has_policy_files(dir: &Path) -> bool {
     std::fs::read_dir(dir)
-        .map(|mut it| it.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cedar"))))
+        .map(|mut it| {
+            it.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cedar")))
+        })
         .unwrap_or(false)
 }
 
 /// The active rules and settings of a data directory.
 pub fn load_policy(data: &Path) -> Result<(RuleSet, PolicyConfig)> {
     let dir = data_dir::policy(data);
-    let rules = if has_policy_files(&dir) { RuleSet::load_dir(&dir)? } else { RuleSet::defaults() };
+    let rules = if has_policy_files(&dir) {
+        RuleSet::load_dir(&dir)?
+    } else {
+        RuleSet::defaults()
+    };
     let config = PolicyConfig::load(&dir)?;
     Ok((rules, config))
 }
@@ -96,7 +102,11 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
     match args.command {
         PolicyCommand::Check { dir } => match RuleSet::load_dir(&dir) {
             Ok(rules) => {
-                println!("ok: {} policies, version {}", rules.policies().len(), rules.version());
+                println!(
+                    "ok: {} policies, version {}",
+                    rules.policies().len(),
+                    rules.version()
+                );
                 for p in rules.policies() {
                     println!("  {:<28} {:<6} {}:{}", p.id, p.effect, p.file, p.line);
                 }
@@ -108,7 +118,11 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
             }
         },
         PolicyCommand::Eval(a) => eval(&data, a),
-        PolicyCommand::Replay { new_dir, ledger, json } => {
+        PolicyCommand::Replay {
+            new_dir,
+            ledger,
+            json,
+        } => {
             let candidate = RuleSet::load_dir(&new_dir)?;
             let ledger = ledger.unwrap_or_else(|| data_dir::ledger(&data));
             let report = capsule_policy::replay::replay(&ledger, &candidate)?;
@@ -139,16 +153,26 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
         }
         PolicyCommand::Keygen { name, out } => {
             std::fs::create_dir_all(&out)?;
-            let (private, public) = (out.join(format!("{name}.pem")), out.join(format!("{name}.pub")));
+            let (private, public) = (
+                out.join(format!("{name}.pem")),
+                out.join(format!("{name}.pub")),
+            );
             let signer = create_key_file(&private, &public, &name)?;
             println!("{}", signer.verifier());
-            eprintln!("private key: {} (mode 0600); add the line above to policy.json", private.display());
+            eprintln!(
+                "private key: {} (mode 0600); add the line above to policy.json",
+                private.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Show { what } => {
             print!(
                 "{}",
-                if what == "schema" { capsule_policy::rules::SCHEMA } else { capsule_policy::rules::DEFAULT_POLICIES }
+                if what == "schema" {
+                    capsule_policy::rules::SCHEMA
+                } else {
+                    capsule_policy::rules::DEFAULT_POLICIES
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -160,8 +184,11 @@ fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
         Some(dir) => (RuleSet::load_dir(dir)?, PolicyConfig::load(dir)?),
         None => load_policy(data)?,
     };
-    let mut fields: serde_json::Value = serde_json::from_str(&a.context).context("--context is not JSON")?;
-    let obj = fields.as_object_mut().context("--context must be a JSON object")?;
+    let mut fields: serde_json::Value =
+        serde_json::from_str(&a.context).context("--context is not JSON")?;
+    let obj = fields
+        .as_object_mut()
+        .context("--context must be a JSON object")?;
     for key in ["principal", "action", "resource"] {
         if obj.contains_key(key) {
             bail!("--context must not set {key}; use --{key}");
@@ -172,7 +199,8 @@ fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
     obj.insert("resource".into(), json!(a.resource));
     let req: DecisionRequest = serde_json::from_value(fields).context("--context")?;
     let state = data_dir::state(data);
-    let kill = capsule_policy::killswitch::read_state(&state)?.is_some_and(|s| s.armed) || state.join(TRIGGER_FILE).exists();
+    let kill = capsule_policy::killswitch::read_state(&state)?.is_some_and(|s| s.armed)
+        || state.join(TRIGGER_FILE).exists();
     let circumstances = Circumstances {
         kill_switch: kill,
         mode: match &a.mode {
@@ -188,7 +216,11 @@ fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
         let Some(ledger) = open_ledger(data)? else {
             bail!("a running service holds the ledger; decide through its API");
         };
-        let receipt = ledger.append(capsule_policy::engine::decision_record(&req, &circumstances, &d))?;
+        let receipt = ledger.append(capsule_policy::engine::decision_record(
+            &req,
+            &circumstances,
+            &d,
+        ))?;
         let mut approval = None;
         if d.outcome.needs_approval() {
             let queue = ApprovalQueue::open(&data_dir::approvals(data))?;
@@ -216,16 +248,34 @@ fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
         }
         println!("decision:   {}", d.outcome.as_str());
         println!("reason:     {}", d.reason);
-        println!("policies:   {}", if d.policies.is_empty() { "(none)".into() } else { d.policies.join(", ") });
-        println!("autonomy:   {}", d.autonomy_rule.map_or("(not reached)".into(), |r| format!("rule {r}")));
+        println!(
+            "policies:   {}",
+            if d.policies.is_empty() {
+                "(none)".into()
+            } else {
+                d.policies.join(", ")
+            }
+        );
+        println!(
+            "autonomy:   {}",
+            d.autonomy_rule
+                .map_or("(not reached)".into(), |r| format!("rule {r}"))
+        );
         println!("why:        {}", d.explanation);
         if let Some(w) = &d.would_pass {
             println!("would pass: {w}");
         }
         if let Some(x) = d.execution {
-            println!("execution:  {}", serde_json::to_value(x)?.as_str().unwrap_or_default());
+            println!(
+                "execution:  {}",
+                serde_json::to_value(x)?.as_str().unwrap_or_default()
+            );
         }
-        println!("version:    {} (mode {})", d.policy_version, d.mode.as_str());
+        println!(
+            "version:    {} (mode {})",
+            d.policy_version,
+            d.mode.as_str()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -270,7 +320,11 @@ fn who() -> String {
 /// service holds it.
 fn open_ledger(data: &Path) -> Result<Option<Arc<Ledger>>> {
     let dir = data_dir::ledger(data);
-    match Ledger::open_or_create(&dir, &crate::audit_cmd::new_origin(), LedgerConfig::default()) {
+    match Ledger::open_or_create(
+        &dir,
+        &crate::audit_cmd::new_origin(),
+        LedgerConfig::default(),
+    ) {
         Ok(l) => Ok(Some(Arc::new(l))),
         Err(LedgerError::Locked { .. }) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("opening the ledger in {}", dir.display())),
@@ -284,16 +338,26 @@ pub fn run_kill(args: KillArgs) -> Result<ExitCode> {
         if let KillCommand::Arm { .. } = args.command {
             std::fs::create_dir_all(&state)?;
             std::fs::write(state.join(TRIGGER_FILE), format!("armed by {}\n", who()))?;
-            println!("a running service holds the ledger; wrote {} — it arms within one tick", state.join(TRIGGER_FILE).display());
+            println!(
+                "a running service holds the ledger; wrote {} — it arms within one tick",
+                state.join(TRIGGER_FILE).display()
+            );
             return Ok(ExitCode::SUCCESS);
         }
-        bail!("a running service holds the ledger in {}; use its API", data_dir::ledger(&data).display());
+        bail!(
+            "a running service holds the ledger in {}; use its API",
+            data_dir::ledger(&data).display()
+        );
     };
     let ks = KillSwitch::open(&state, ledger.clone())?;
     let code = match args.command {
         KillCommand::Arm { reason } => {
             let st = ks.arm(&who(), &reason)?;
-            println!("armed by {} (ledger entry {})", st.by, st.ledger_seq.map_or("-".into(), |s| s.to_string()));
+            println!(
+                "armed by {} (ledger entry {})",
+                st.by,
+                st.ledger_seq.map_or("-".into(), |s| s.to_string())
+            );
             ExitCode::SUCCESS
         }
         KillCommand::Disarm { keys, reason } => {
@@ -302,7 +366,9 @@ pub fn run_kill(args: KillArgs) -> Result<ExitCode> {
             let signatures = keys
                 .iter()
                 .map(|path| {
-                    let name = path.file_stem().map_or("operator".into(), |s| s.to_string_lossy().into_owned());
+                    let name = path
+                        .file_stem()
+                        .map_or("operator".into(), |s| s.to_string_lossy().into_owned());
                     let signer = load_key_file(path, &name)?;
                     Ok(OperatorSignature {
                         key: signer.verifier().to_string(),
@@ -310,8 +376,17 @@ pub fn run_kill(args: KillArgs) -> Result<ExitCode> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let st = ks.disarm(&signatures, &config.operator_keys()?, config.disarm_quorum as usize, &reason)?;
-            println!("disarmed by {} (ledger entry {})", st.by, st.ledger_seq.map_or("-".into(), |s| s.to_string()));
+            let st = ks.disarm(
+                &signatures,
+                &config.operator_keys()?,
+                config.disarm_quorum as usize,
+                &reason,
+            )?;
+            println!(
+                "disarmed by {} (ledger entry {})",
+                st.by,
+                st.ledger_seq.map_or("-".into(), |s| s.to_string())
+            );
             ExitCode::SUCCESS
         }
         KillCommand::Status { json } => {
@@ -325,7 +400,11 @@ pub fn run_kill(args: KillArgs) -> Result<ExitCode> {
                     if s.armed { "ARMED" } else { "disarmed" },
                     s.by,
                     s.reason,
-                    if status.trigger_file_present { "present" } else { "absent" }
+                    if status.trigger_file_present {
+                        "present"
+                    } else {
+                        "absent"
+                    }
                 );
             }
             ExitCode::SUCCESS
@@ -393,17 +472,31 @@ pub fn run_approvals(args: ApprovalsArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ApprovalsCommand::Sign { id, key } => {
-            let name = key.file_stem().map_or("approver".into(), |s| s.to_string_lossy().into_owned());
+            let name = key
+                .file_stem()
+                .map_or("approver".into(), |s| s.to_string_lossy().into_owned());
             let signer = load_key_file(&key, &name)?;
             let approval = queue.show(id)?;
-            let signature = B64.encode(signer.sign(approval_statement(id, &approval.digest).as_bytes()));
+            let signature =
+                B64.encode(signer.sign(approval_statement(id, &approval.digest).as_bytes()));
             let (_, config) = load_policy(&data)?;
             let Some(ledger) = open_ledger(&data)? else {
                 bail!("a running service holds the ledger; sign through its API");
             };
-            let after = queue.sign(id, &signer.verifier().to_string(), &signature, &config.approver_keys()?, &ledger)?;
+            let after = queue.sign(
+                id,
+                &signer.verifier().to_string(),
+                &signature,
+                &config.approver_keys()?,
+                &ledger,
+            )?;
             ledger.close()?;
-            println!("approval {id}: {} of {} signatures, {}", after.approvers.len(), after.quorum, after.status);
+            println!(
+                "approval {id}: {} of {} signatures, {}",
+                after.approvers.len(),
+                after.quorum,
+                after.status
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -76,12 +76,26 @@ fn keyring(data: &Path) -> Result<FileKeyring> {
 
 fn open_store(data: &Path) -> Result<Store> {
     let ledger_dir = data_dir::ledger(data);
-    let ledger = match Ledger::open_or_create(&ledger_dir, &crate::audit_cmd::new_origin(), LedgerConfig::default()) {
+    let ledger = match Ledger::open_or_create(
+        &ledger_dir,
+        &crate::audit_cmd::new_origin(),
+        LedgerConfig::default(),
+    ) {
         Ok(l) => Arc::new(l),
-        Err(LedgerError::Locked { .. }) => bail!("a running service holds the ledger in {}; use its API", ledger_dir.display()),
-        Err(e) => return Err(e).with_context(|| format!("opening the ledger in {}", ledger_dir.display())),
+        Err(LedgerError::Locked { .. }) => bail!(
+            "a running service holds the ledger in {}; use its API",
+            ledger_dir.display()
+        ),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("opening the ledger in {}", ledger_dir.display()))
+        }
     };
-    Ok(Store::open(&data.join("store"), Arc::new(keyring(data)?), ledger)?)
+    Ok(Store::open(
+        &data.join("store"),
+        Arc::new(keyring(data)?),
+        ledger,
+    )?)
 }
 
 pub fn run(args: StoreArgs) -> Result<ExitCode> {
@@ -94,12 +108,14 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
         }
         StoreCommand::Put { file, ns, kind } => {
             let store = store()?;
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let kind = Kind::parse(&kind)?;
             let id = if kind == Kind::Blob {
                 store.put(&ns, kind, &bytes)?
             } else {
-                let value: serde_json::Value = serde_json::from_slice(&bytes).context("a typed artifact must be JSON")?;
+                let value: serde_json::Value =
+                    serde_json::from_slice(&bytes).context("a typed artifact must be JSON")?;
                 store.put_json(&ns, kind, &value)?
             };
             println!("{id}");
@@ -107,11 +123,15 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
         StoreCommand::Get { id, output } => {
             let bytes = store()?.get(&id.parse::<ObjectId>()?)?;
             match output {
-                Some(path) => std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => std::fs::write(&path, &bytes)
+                    .with_context(|| format!("writing {}", path.display()))?,
                 None => std::io::stdout().write_all(&bytes)?,
             }
         }
-        StoreCommand::Stat { id } => println!("{}", serde_json::to_string_pretty(&store()?.stat(&id.parse()?)?)?),
+        StoreCommand::Stat { id } => println!(
+            "{}",
+            serde_json::to_string_pretty(&store()?.stat(&id.parse()?)?)?
+        ),
         StoreCommand::Verify { id, all } => {
             let store = store()?;
             if all {
@@ -120,9 +140,15 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
                 for f in &failed {
                     println!("  quarantined: {f}");
                 }
-                return Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+                return Ok(if failed.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
             }
-            let Some(id) = id else { bail!("give an ID or --all") };
+            let Some(id) = id else {
+                bail!("give an ID or --all")
+            };
             match store.get(&id.parse()?) {
                 Ok(bytes) => println!("ok: {id} ({} bytes)", bytes.len()),
                 Err(e) => {

@@ -5,18 +5,39 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn capsule(args: &[&str], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_capsule")).args(args).arg("--data").arg(data).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap()
 }
 
 fn ok(out: Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     text
 }
 
 fn eval(data: &Path, action: &str, resource: &str, context: &str) -> Value {
     let out = ok(capsule(
-        &["policy", "eval", "--principal", "agent:alice", "--action", action, "--resource", resource, "--context", context, "--json"],
+        &[
+            "policy",
+            "eval",
+            "--principal",
+            "agent:alice",
+            "--action",
+            action,
+            "--resource",
+            resource,
+            "--context",
+            context,
+            "--json",
+        ],
         data,
     ));
     serde_json::from_str(&out).unwrap()
@@ -25,13 +46,29 @@ fn eval(data: &Path, action: &str, resource: &str, context: &str) -> Value {
 #[test]
 fn policy_check_rejects_a_malformed_file_with_its_line() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("p.cedar"), "permit(principal, action, resource);\nforbid(principal action, resource);\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_capsule")).args(["policy", "check"]).arg(tmp.path()).output().unwrap();
+    std::fs::write(
+        tmp.path().join("p.cedar"),
+        "permit(principal, action, resource);\nforbid(principal action, resource);\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["policy", "check"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("p.cedar line 2"), "{text}");
-    std::fs::write(tmp.path().join("p.cedar"), capsule_policy::rules::DEFAULT_POLICIES).unwrap();
-    let text = ok(Command::new(env!("CARGO_BIN_EXE_capsule")).args(["policy", "check"]).arg(tmp.path()).output().unwrap());
+    std::fs::write(
+        tmp.path().join("p.cedar"),
+        capsule_policy::rules::DEFAULT_POLICIES,
+    )
+    .unwrap();
+    let text = ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["policy", "check"])
+        .arg(tmp.path())
+        .output()
+        .unwrap());
     assert!(text.starts_with("ok: 5 policies"), "{text}");
 }
 
@@ -39,14 +76,26 @@ fn policy_check_rejects_a_malformed_file_with_its_line() {
 fn policy_eval_json_explains_the_decision() {
     let tmp = tempfile::tempdir().unwrap();
     let affect = r#"{"affect": {"confidence": 0.9, "empathy": 0.9, "safety": 0.99}}"#;
-    let v = eval(tmp.path(), "fs.write", "path:/var/log/capsule/../../etc/passwd", affect);
+    let v = eval(
+        tmp.path(),
+        "fs.write",
+        "path:/var/log/capsule/../../etc/passwd",
+        affect,
+    );
     assert_eq!(v["outcome"], "blocked");
     assert_eq!(v["policies"], serde_json::json!(["deny-fs-write"]));
     assert!(v["would_pass"].is_string());
     let v = eval(tmp.path(), "brain.step", "kernel:main", affect);
-    assert_eq!((v["outcome"].as_str(), v["autonomy_rule"].as_u64()), (Some("auto_approved"), Some(6)));
+    assert_eq!(
+        (v["outcome"].as_str(), v["autonomy_rule"].as_u64()),
+        (Some("auto_approved"), Some(6))
+    );
     let v = eval(tmp.path(), "brain.step", "kernel:main", "{}");
-    assert_eq!((v["outcome"].as_str(), v["autonomy_rule"].as_u64()), (Some("blocked"), Some(3)), "missing affect counts as 0");
+    assert_eq!(
+        (v["outcome"].as_str(), v["autonomy_rule"].as_u64()),
+        (Some("blocked"), Some(3)),
+        "missing affect counts as 0"
+    );
 }
 
 #[test]
@@ -56,31 +105,70 @@ fn the_cli_arms_the_kill_switch_and_an_operator_key_disarms_it() {
     let affect = r#"{"affect": {"confidence": 0.9, "empathy": 0.9, "safety": 0.99}}"#;
     ok(capsule(&["kill", "arm", "--reason", "test"], data));
     let v = eval(data, "brain.step", "kernel:main", affect);
-    assert_eq!((v["outcome"].as_str(), v["reason"].as_str()), (Some("blocked"), Some("kill_switch")));
-    let status: Value = serde_json::from_str(&ok(capsule(&["kill", "status", "--json"], data))).unwrap();
+    assert_eq!(
+        (v["outcome"].as_str(), v["reason"].as_str()),
+        (Some("blocked"), Some("kill_switch"))
+    );
+    let status: Value =
+        serde_json::from_str(&ok(capsule(&["kill", "status", "--json"], data))).unwrap();
     assert_eq!(status["armed"], true);
     assert!(status["by"].as_str().unwrap().starts_with("cli:"));
     // An operator key, registered in policy.json, disarms.
     let keys = data.join("keys");
-    let line = ok(capsule(&["policy", "keygen", "ops", "--out", keys.to_str().unwrap()], data));
+    let line = ok(capsule(
+        &["policy", "keygen", "ops", "--out", keys.to_str().unwrap()],
+        data,
+    ));
     std::fs::create_dir_all(data.join("policy")).unwrap();
-    std::fs::write(data.join("policy/policy.json"), serde_json::json!({"operators": [line.trim()]}).to_string()).unwrap();
-    let stranger = ok(capsule(&["policy", "keygen", "eve", "--out", keys.to_str().unwrap()], data));
+    std::fs::write(
+        data.join("policy/policy.json"),
+        serde_json::json!({"operators": [line.trim()]}).to_string(),
+    )
+    .unwrap();
+    let stranger = ok(capsule(
+        &["policy", "keygen", "eve", "--out", keys.to_str().unwrap()],
+        data,
+    ));
     assert!(!stranger.is_empty());
-    let refused = capsule(&["kill", "disarm", "--key", keys.join("eve.pem").to_str().unwrap()], data);
+    let refused = capsule(
+        &[
+            "kill",
+            "disarm",
+            "--key",
+            keys.join("eve.pem").to_str().unwrap(),
+        ],
+        data,
+    );
     assert!(!refused.status.success());
-    ok(capsule(&["kill", "disarm", "--key", keys.join("ops.pem").to_str().unwrap()], data));
-    assert_eq!(eval(data, "brain.step", "kernel:main", affect)["outcome"], "auto_approved");
+    ok(capsule(
+        &[
+            "kill",
+            "disarm",
+            "--key",
+            keys.join("ops.pem").to_str().unwrap(),
+        ],
+        data,
+    ));
+    assert_eq!(
+        eval(data, "brain.step", "kernel:main", affect)["outcome"],
+        "auto_approved"
+    );
     let tail = ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
         .args(["audit", "--dir"])
         .arg(data.join("ledger"))
         .args(["tail", "--json"])
         .output()
         .unwrap());
-    let entries: Vec<Value> = tail.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let arm = entries.iter().find(|e| e["action"] == "kill.arm").unwrap();
     assert!(arm["actor"].as_str().unwrap().starts_with("cli:"));
-    let disarm = entries.iter().find(|e| e["action"] == "kill.disarm").unwrap();
+    let disarm = entries
+        .iter()
+        .find(|e| e["action"] == "kill.disarm")
+        .unwrap();
     assert_eq!(disarm["actor"], "operator:ops");
 }
 
@@ -89,12 +177,32 @@ fn a_recorded_critical_action_waits_for_an_approver_signature() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path();
     let keys = data.join("keys");
-    let line = ok(capsule(&["policy", "keygen", "ann", "--out", keys.to_str().unwrap()], data));
+    let line = ok(capsule(
+        &["policy", "keygen", "ann", "--out", keys.to_str().unwrap()],
+        data,
+    ));
     std::fs::create_dir_all(data.join("policy")).unwrap();
-    std::fs::write(data.join("policy/policy.json"), serde_json::json!({"approvers": [line.trim()]}).to_string()).unwrap();
+    std::fs::write(
+        data.join("policy/policy.json"),
+        serde_json::json!({"approvers": [line.trim()]}).to_string(),
+    )
+    .unwrap();
     let ctx = r#"{"level": "critical", "affect": {"confidence": 0.9, "empathy": 0.9, "safety": 0.99}, "args": {"steps": 3}}"#;
     let out = ok(capsule(
-        &["policy", "eval", "--principal", "agent:alice", "--action", "brain.step", "--resource", "kernel:main", "--context", ctx, "--record", "--json"],
+        &[
+            "policy",
+            "eval",
+            "--principal",
+            "agent:alice",
+            "--action",
+            "brain.step",
+            "--resource",
+            "kernel:main",
+            "--context",
+            ctx,
+            "--record",
+            "--json",
+        ],
         data,
     ));
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -102,9 +210,19 @@ fn a_recorded_critical_action_waits_for_an_approver_signature() {
     let id = v["recorded"]["approval_id"].as_i64().unwrap();
     let list = ok(capsule(&["approvals", "list", "--json"], data));
     assert_eq!(list.lines().count(), 1);
-    let signed = ok(capsule(&["approvals", "sign", &id.to_string(), "--key", keys.join("ann.pem").to_str().unwrap()], data));
+    let signed = ok(capsule(
+        &[
+            "approvals",
+            "sign",
+            &id.to_string(),
+            "--key",
+            keys.join("ann.pem").to_str().unwrap(),
+        ],
+        data,
+    ));
     assert!(signed.contains("1 of 1 signatures, approved"), "{signed}");
-    let shown: Value = serde_json::from_str(&ok(capsule(&["approvals", "show", &id.to_string()], data))).unwrap();
+    let shown: Value =
+        serde_json::from_str(&ok(capsule(&["approvals", "show", &id.to_string()], data))).unwrap();
     assert_eq!(shown["status"], "approved");
     assert_eq!(shown["request"]["args"]["steps"], 3);
 }

@@ -35,7 +35,11 @@ pub fn read_notes(path: &Path) -> Result<NoteScan> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(LedgerError::io(path)(e)),
     };
-    let mut scan = NoteScan { notes: Vec::new(), end: 0, bad: None };
+    let mut scan = NoteScan {
+        notes: Vec::new(),
+        end: 0,
+        bad: None,
+    };
     if data.is_empty() {
         return Ok(scan);
     }
@@ -52,7 +56,10 @@ pub fn read_notes(path: &Path) -> Result<NoteScan> {
         match read_frame(&data[offset..], MAX_NOTE_LEN) {
             Frame::Record(p) => match std::str::from_utf8(p) {
                 Ok(text) => {
-                    scan.notes.push(StoredNote { offset: offset as u64, text: text.into() });
+                    scan.notes.push(StoredNote {
+                        offset: offset as u64,
+                        text: text.into(),
+                    });
                     offset += RECORD_HEADER_LEN + p.len();
                 }
                 Err(_) => {
@@ -61,7 +68,11 @@ pub fn read_notes(path: &Path) -> Result<NoteScan> {
                 }
             },
             Frame::Truncated => {
-                scan.bad = Some((offset as u64, true, "record is cut short (torn write)".into()));
+                scan.bad = Some((
+                    offset as u64,
+                    true,
+                    "record is cut short (torn write)".into(),
+                ));
                 break;
             }
             Frame::Damaged(reason) => {
@@ -93,24 +104,34 @@ impl NoteWriter {
             .map_err(LedgerError::io(path))?;
         if end < CHECKPOINT_HEADER_LEN {
             file.set_len(0).map_err(LedgerError::io(path))?;
-            file.write_all(CHECKPOINT_MAGIC).map_err(LedgerError::io(path))?;
+            file.write_all(CHECKPOINT_MAGIC)
+                .map_err(LedgerError::io(path))?;
             file.sync_all().map_err(LedgerError::io(path))?;
             sync_parent(path)?;
         } else {
             file.set_len(end).map_err(LedgerError::io(path))?;
         }
         use std::io::Seek;
-        file.seek(std::io::SeekFrom::End(0)).map_err(LedgerError::io(path))?;
-        Ok(NoteWriter { path: path.to_path_buf(), file })
+        file.seek(std::io::SeekFrom::End(0))
+            .map_err(LedgerError::io(path))?;
+        Ok(NoteWriter {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Append a note and make it durable; returns its offset.
     pub fn append(&mut self, text: &str) -> Result<u64> {
         use std::io::Seek;
-        let offset = self.file.stream_position().map_err(LedgerError::io(&self.path))?;
+        let offset = self
+            .file
+            .stream_position()
+            .map_err(LedgerError::io(&self.path))?;
         let mut buf = Vec::with_capacity(text.len() + RECORD_HEADER_LEN);
         frame_record(text.as_bytes(), &mut buf);
-        self.file.write_all(&buf).map_err(LedgerError::io(&self.path))?;
+        self.file
+            .write_all(&buf)
+            .map_err(LedgerError::io(&self.path))?;
         self.file.sync_data().map_err(LedgerError::io(&self.path))?;
         Ok(offset)
     }

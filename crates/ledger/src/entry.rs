@@ -124,7 +124,10 @@ fn check_text(field: &str, value: &str, max: usize, may_be_empty: bool) -> Resul
             format!("{} bytes exceeds the limit of {max}", value.len()),
         ));
     }
-    if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+    {
         return Err(LedgerError::invalid(
             field,
             format!("contains the control character U+{:04X}", c as u32),
@@ -220,7 +223,10 @@ impl AuditEntry {
     pub fn decode(bytes: &[u8]) -> Result<AuditEntry> {
         let bad = |reason: String| LedgerError::invalid("entry", reason);
         if bytes.len() > MAX_ENTRY_LEN {
-            return Err(bad(format!("{} bytes exceeds the limit of {MAX_ENTRY_LEN}", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes exceeds the limit of {MAX_ENTRY_LEN}",
+                bytes.len()
+            )));
         }
         let mut cur = bytes;
         let mut take = |n: usize, what: &str| -> Result<&[u8]> {
@@ -298,7 +304,11 @@ mod tests {
         record.subject = "kernel/0".into();
         record.reason = "policy default-allow-step".into();
         record.meta = serde_json::json!({"z": 1, "a": {"y": [1, 2.5], "b": null}});
-        AuditEntry { seq: 7, ts: 1_700_000_000_123_456_789, record }
+        AuditEntry {
+            seq: 7,
+            ts: 1_700_000_000_123_456_789,
+            record,
+        }
     }
 
     #[test]
@@ -338,7 +348,10 @@ mod tests {
         }
         let mut padded = bytes.clone();
         padded.push(0);
-        assert!(AuditEntry::decode(&padded).unwrap_err().to_string().contains("trailing"));
+        assert!(AuditEntry::decode(&padded)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
     }
 
     #[test]
@@ -347,7 +360,11 @@ mod tests {
         assert!(r.validate().unwrap_err().to_string().starts_with("actor:"));
         r.actor = "a".into();
         r.decision = "Allow".into();
-        assert!(r.validate().unwrap_err().to_string().starts_with("decision:"));
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("decision:"));
         r.decision = "allow".into();
         r.meta = serde_json::json!([1]);
         assert!(r.validate().unwrap_err().to_string().starts_with("meta:"));

@@ -33,7 +33,10 @@ pub struct KeyStore {
 impl KeyStore {
     /// Keys in `dir`, named `name` (the log's origin) in signed notes.
     pub fn new(dir: &Path, name: &str) -> Self {
-        KeyStore { dir: dir.to_path_buf(), name: name.into() }
+        KeyStore {
+            dir: dir.to_path_buf(),
+            name: name.into(),
+        }
     }
 
     fn private_path(&self, version: u32) -> PathBuf {
@@ -71,7 +74,11 @@ impl KeyStore {
     /// Make a new random key as version `version`; refuses to overwrite.
     pub fn create(&self, version: u32) -> Result<KeySigner> {
         fs::create_dir_all(&self.dir).map_err(LedgerError::io(&self.dir))?;
-        create_key_file(&self.private_path(version), &self.public_path(version), &self.name)
+        create_key_file(
+            &self.private_path(version),
+            &self.public_path(version),
+            &self.name,
+        )
     }
 
     /// Load the private key of `version`.
@@ -83,7 +90,8 @@ impl KeyStore {
     pub fn load_public(&self, version: u32) -> Result<VerifierKey> {
         let path = self.public_path(version);
         let text = fs::read_to_string(&path).map_err(LedgerError::io(&path))?;
-        VerifierKey::parse(&text).map_err(|e| LedgerError::invalid(path.display().to_string(), e.to_string()))
+        VerifierKey::parse(&text)
+            .map_err(|e| LedgerError::invalid(path.display().to_string(), e.to_string()))
     }
 
     /// The private key whose public half is `key`.
@@ -95,7 +103,10 @@ impl KeyStore {
         }
         Err(LedgerError::invalid(
             "keys",
-            format!("no key file in {} holds the signing key {key}", self.dir.display()),
+            format!(
+                "no key file in {} holds the signing key {key}",
+                self.dir.display()
+            ),
         ))
     }
 }
@@ -105,7 +116,8 @@ impl KeyStore {
 /// overwrite either.
 pub fn create_key_file(private: &Path, public: &Path, name: &str) -> Result<KeySigner> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| LedgerError::invalid("key", format!("no system randomness: {e}")))?;
+    getrandom::fill(&mut seed)
+        .map_err(|e| LedgerError::invalid("key", format!("no system randomness: {e}")))?;
     let key = SigningKey::from_bytes(&seed);
     let pem = key
         .to_pkcs8_pem(Default::default())
@@ -129,8 +141,12 @@ pub fn load_key_file(path: &Path, name: &str) -> Result<KeySigner> {
         ));
     }
     let pem = fs::read_to_string(path).map_err(LedgerError::io(path))?;
-    let key = SigningKey::from_pkcs8_pem(&pem)
-        .map_err(|e| LedgerError::invalid(path.display().to_string(), format!("not an Ed25519 PKCS#8 key: {e}")))?;
+    let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+        LedgerError::invalid(
+            path.display().to_string(),
+            format!("not an Ed25519 PKCS#8 key: {e}"),
+        )
+    })?;
     KeySigner::new(name, key)
 }
 
@@ -140,7 +156,12 @@ pub fn rotation_statement(origin: &str, old: &VerifierKey, new: &VerifierKey) ->
 }
 
 /// The record of a rotation from `old` to `new`, signed by `old`.
-pub fn rotation_record(origin: &str, old: &dyn NoteSigner, new: &VerifierKey, version: u32) -> Record {
+pub fn rotation_record(
+    origin: &str,
+    old: &dyn NoteSigner,
+    new: &VerifierKey,
+    version: u32,
+) -> Record {
     let statement = rotation_statement(origin, old.verifier(), new);
     let mut record = Record::new("ledger", ROTATE_ACTION, "ok");
     record.subject = new.to_string();
@@ -157,18 +178,28 @@ pub fn rotation_record(origin: &str, old: &dyn NoteSigner, new: &VerifierKey, ve
 /// If `entry` is a rotation, check it against the key in force (`current`)
 /// and return the new key. A rotation entry that names another old key or
 /// whose signature fails is an error.
-pub fn follow_rotation(origin: &str, entry: &AuditEntry, current: &VerifierKey) -> Result<Option<VerifierKey>> {
+pub fn follow_rotation(
+    origin: &str,
+    entry: &AuditEntry,
+    current: &VerifierKey,
+) -> Result<Option<VerifierKey>> {
     if entry.record.action != ROTATE_ACTION {
         return Ok(None);
     }
     let field = format!("entry {} (key rotation)", entry.seq);
     let bad = |reason: &str| LedgerError::invalid(field.clone(), reason.to_string());
     let meta = &entry.record.meta;
-    let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).ok_or_else(|| bad(&format!("meta.{k} missing")));
+    let text = |k: &str| {
+        meta.get(k)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(&format!("meta.{k} missing")))
+    };
     let old = VerifierKey::parse(text("old_key")?)?;
     let new = VerifierKey::parse(text("new_key")?)?;
     if &old != current {
-        return Err(bad(&format!("names old key {old}, but the key in force is {current}")));
+        return Err(bad(&format!(
+            "names old key {old}, but the key in force is {current}"
+        )));
     }
     let sig: [u8; 64] = B64
         .decode(text("signature")?)
@@ -176,7 +207,9 @@ pub fn follow_rotation(origin: &str, entry: &AuditEntry, current: &VerifierKey) 
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("meta.signature is not base64 of 64 bytes"))?;
     if !old.verify(rotation_statement(origin, &old, &new).as_bytes(), &sig) {
-        return Err(bad("the old key's signature over the new key does not verify"));
+        return Err(bad(
+            "the old key's signature over the new key does not verify",
+        ));
     }
     Ok(Some(new))
 }
@@ -192,7 +225,10 @@ pub struct KeySchedule {
 
 impl KeySchedule {
     pub fn new(origin: &str, first: VerifierKey) -> Self {
-        KeySchedule { origin: origin.into(), keys: vec![(0, first)] }
+        KeySchedule {
+            origin: origin.into(),
+            keys: vec![(0, first)],
+        }
     }
 
     /// Take note of entry `entry`; a rotation must be signed by the key in force.
@@ -205,7 +241,13 @@ impl KeySchedule {
 
     /// The key that must sign a checkpoint of `size`.
     pub fn key_for(&self, size: u64) -> &VerifierKey {
-        &self.keys.iter().rev().find(|(from, _)| *from <= size).expect("the first key covers size 0").1
+        &self
+            .keys
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= size)
+            .expect("the first key covers size 0")
+            .1
     }
 
     /// The key in force after the last rotation.
@@ -229,7 +271,11 @@ impl KeySchedule {
         if cp.head().origin != self.origin {
             return Err(LedgerError::invalid(
                 "checkpoint",
-                format!("origin {:?} is not this log's {:?}", cp.head().origin, self.origin),
+                format!(
+                    "origin {:?} is not this log's {:?}",
+                    cp.head().origin,
+                    self.origin
+                ),
             ));
         }
         Ok(cp)
@@ -246,12 +292,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path(), "capsule.test/log");
         let made = store.create(1).unwrap();
-        let mode = fs::metadata(dir.path().join("ledger-v1.pem")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("ledger-v1.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(store.load(1).unwrap().verifier(), made.verifier());
         assert_eq!(&store.load_public(1).unwrap(), made.verifier());
         assert!(store.create(1).is_err(), "must not overwrite a key");
-        fs::set_permissions(dir.path().join("ledger-v1.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(
+            dir.path().join("ledger-v1.pem"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         assert!(store.load(1).unwrap_err().to_string().contains("0600"));
     }
 
@@ -259,10 +312,23 @@ mod tests {
     fn rotation_is_followed_only_from_the_key_in_force() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path(), "o");
-        let (k1, k2, k3) = (store.create(1).unwrap(), store.create(2).unwrap(), store.create(3).unwrap());
+        let (k1, k2, k3) = (
+            store.create(1).unwrap(),
+            store.create(2).unwrap(),
+            store.create(3).unwrap(),
+        );
         let record = rotation_record("o", &k1, k2.verifier(), 2);
-        let entry = AuditEntry { seq: 3, ts: 0, record };
-        assert_eq!(follow_rotation("o", &entry, k1.verifier()).unwrap().as_ref(), Some(k2.verifier()));
+        let entry = AuditEntry {
+            seq: 3,
+            ts: 0,
+            record,
+        };
+        assert_eq!(
+            follow_rotation("o", &entry, k1.verifier())
+                .unwrap()
+                .as_ref(),
+            Some(k2.verifier())
+        );
         assert!(follow_rotation("o", &entry, k3.verifier()).is_err());
         assert!(follow_rotation("other", &entry, k1.verifier()).is_err());
     }

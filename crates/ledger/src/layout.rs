@@ -46,7 +46,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(dir: &Path) -> Self {
-        Layout { dir: dir.to_path_buf() }
+        Layout {
+            dir: dir.to_path_buf(),
+        }
     }
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -123,15 +125,23 @@ impl LedgerMeta {
         let file = File::open(&path).map_err(LedgerError::io(&path))?;
         let len = file.metadata().map_err(LedgerError::io(&path))?.len();
         if len > MAX_META_FILE {
-            return Err(LedgerError::corrupt(&path, 0, format!("{len} bytes is too large")));
+            return Err(LedgerError::corrupt(
+                &path,
+                0,
+                format!("{len} bytes is too large"),
+            ));
         }
-        let meta: LedgerMeta = serde_json::from_reader(file)
-            .map_err(|e| LedgerError::corrupt(&path, 0, format!("not valid ledger metadata: {e}")))?;
+        let meta: LedgerMeta = serde_json::from_reader(file).map_err(|e| {
+            LedgerError::corrupt(&path, 0, format!("not valid ledger metadata: {e}"))
+        })?;
         if meta.format != FORMAT {
             return Err(LedgerError::corrupt(
                 &path,
                 0,
-                format!("format {} is not supported (this build reads {FORMAT})", meta.format),
+                format!(
+                    "format {} is not supported (this build reads {FORMAT})",
+                    meta.format
+                ),
             ));
         }
         check_name("origin", &meta.origin)
@@ -198,7 +208,9 @@ pub fn read_frame(buf: &[u8], max_len: usize) -> Frame<'_> {
     let len = u32::from_le_bytes(len_bytes) as usize;
     let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
     if len > max_len {
-        return Frame::Damaged(format!("record length {len} exceeds the limit of {max_len}"));
+        return Frame::Damaged(format!(
+            "record length {len} exceeds the limit of {max_len}"
+        ));
     }
     if buf.len() < RECORD_HEADER_LEN + len {
         return Frame::Truncated;
@@ -218,7 +230,10 @@ pub fn index_slot(segment: u32, offset: u64) -> u64 {
 
 /// Unpack an index slot.
 pub fn split_index_slot(slot: u64) -> (u32, u64) {
-    ((slot >> INDEX_OFFSET_BITS) as u32, slot & ((1 << INDEX_OFFSET_BITS) - 1))
+    (
+        (slot >> INDEX_OFFSET_BITS) as u32,
+        slot & ((1 << INDEX_OFFSET_BITS) - 1),
+    )
 }
 
 #[cfg(test)]
@@ -234,7 +249,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[i] ^= 1 << bit;
-                assert!(!matches!(read_frame(&bad, 100), Frame::Record(_)), "byte {i} bit {bit}");
+                assert!(
+                    !matches!(read_frame(&bad, 100), Frame::Record(_)),
+                    "byte {i} bit {bit}"
+                );
             }
         }
         for cut in 0..buf.len() {

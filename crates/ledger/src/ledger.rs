@@ -156,7 +156,8 @@ fn open_append(path: &Path, len: u64) -> Result<File> {
         file.set_len(len).map_err(LedgerError::io(path))?;
         file.sync_all().map_err(LedgerError::io(path))?;
     }
-    file.seek(SeekFrom::Start(len)).map_err(LedgerError::io(path))?;
+    file.seek(SeekFrom::Start(len))
+        .map_err(LedgerError::io(path))?;
     Ok(file)
 }
 
@@ -167,10 +168,17 @@ impl Ledger {
         check_name("origin", origin)?;
         let layout = Layout::new(dir);
         fs::create_dir_all(dir).map_err(LedgerError::io(dir))?;
-        if fs::read_dir(dir).map_err(LedgerError::io(dir))?.next().is_some() {
+        if fs::read_dir(dir)
+            .map_err(LedgerError::io(dir))?
+            .next()
+            .is_some()
+        {
             return Err(LedgerError::invalid(
                 "dir",
-                format!("{} is not empty; open the ledger there instead", dir.display()),
+                format!(
+                    "{} is not empty; open the ledger there instead",
+                    dir.display()
+                ),
             ));
         }
         fs::create_dir(layout.segments()).map_err(LedgerError::io(layout.segments()))?;
@@ -179,7 +187,11 @@ impl Ledger {
         write_new_file(&layout.index(), &[], 0o644)?;
         write_new_file(&layout.nodes(), &[], 0o644)?;
         // ledger.json last: a directory without it was never a ledger.
-        LedgerMeta { format: FORMAT, origin: origin.into() }.write_new(&layout)?;
+        LedgerMeta {
+            format: FORMAT,
+            origin: origin.into(),
+        }
+        .write_new(&layout)?;
         Ledger::open(dir, config)
     }
 
@@ -197,7 +209,10 @@ impl Ledger {
     /// any damage to acknowledged entries, nodes, index slots or
     /// checkpoints is refused with the file and offset.
     pub fn open(dir: &Path, config: LedgerConfig) -> Result<Ledger> {
-        if config.max_batch == 0 || config.max_queue < config.max_batch || config.segment_bytes < 4096 {
+        if config.max_batch == 0
+            || config.max_queue < config.max_batch
+            || config.segment_bytes < 4096
+        {
             return Err(LedgerError::invalid(
                 "config",
                 "need max_batch ≥ 1, max_queue ≥ max_batch and segment_bytes ≥ 4096",
@@ -213,7 +228,9 @@ impl Ledger {
             .open(&lock_path)
             .map_err(LedgerError::io(&lock_path))?;
         lock.try_lock().map_err(|e| match e {
-            fs::TryLockError::WouldBlock => LedgerError::Locked { path: lock_path.clone() },
+            fs::TryLockError::WouldBlock => LedgerError::Locked {
+                path: lock_path.clone(),
+            },
             fs::TryLockError::Error(e) => LedgerError::io(&lock_path)(e),
         })?;
 
@@ -262,7 +279,12 @@ impl Ledger {
             .name("ledger-writer".into())
             .spawn(move || writer.run(&thread_shared))
             .map_err(LedgerError::io(dir))?;
-        Ok(Ledger { shared, writer: Mutex::new(Some(handle)), recovery, _lock: lock })
+        Ok(Ledger {
+            shared,
+            writer: Mutex::new(Some(handle)),
+            recovery,
+            _lock: lock,
+        })
     }
 
     /// What recovery did when this ledger was opened.
@@ -285,7 +307,12 @@ impl Ledger {
 
     /// The key that signs new checkpoints.
     pub fn verifier_key(&self) -> VerifierKey {
-        self.shared.signer.read().unwrap_or_else(|p| p.into_inner()).verifier().clone()
+        self.shared
+            .signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .verifier()
+            .clone()
     }
 
     /// The key a verifier starts from: version 1.
@@ -322,7 +349,10 @@ impl Ledger {
         if n > self.shared.config.max_queue {
             return Err(LedgerError::invalid(
                 "records",
-                format!("{n} records exceed the queue limit of {}", self.shared.config.max_queue),
+                format!(
+                    "{n} records exceed the queue limit of {}",
+                    self.shared.config.max_queue
+                ),
             ));
         }
         let shared = &self.shared;
@@ -342,11 +372,23 @@ impl Ledger {
         let ts = now_ns();
         let mut receipts = Vec::with_capacity(n);
         for (record, rotate_to) in records {
-            let entry = AuditEntry { seq: st.next_seq, ts, record };
+            let entry = AuditEntry {
+                seq: st.next_seq,
+                ts,
+                record,
+            };
             let payload = entry.encode();
             let leaf = leaf_hash(&payload);
-            receipts.push(Receipt { seq: entry.seq, ts, leaf_hash: leaf });
-            st.queue.push_back(Queued { payload, leaf, rotate_to });
+            receipts.push(Receipt {
+                seq: entry.seq,
+                ts,
+                leaf_hash: leaf,
+            });
+            st.queue.push_back(Queued {
+                payload,
+                leaf,
+                rotate_to,
+            });
             st.next_seq += 1;
         }
         let last = receipts.last().expect("n > 0").seq;
@@ -364,7 +406,10 @@ impl Ledger {
     pub fn entry(&self, seq: u64) -> Result<AuditEntry> {
         let size = self.size();
         if seq >= size {
-            return Err(LedgerError::invalid("seq", format!("{seq} is not below the log size {size}")));
+            return Err(LedgerError::invalid(
+                "seq",
+                format!("{seq} is not below the log size {size}"),
+            ));
         }
         self.shared.files.entry(seq)
     }
@@ -420,11 +465,20 @@ impl Ledger {
     /// (signed by the current key), and issue a checkpoint with the new
     /// key. Returns the new verifier key.
     pub fn rotate_key(&self) -> Result<VerifierKey> {
-        let _one_at_a_time = self.shared.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self
+            .shared
+            .rotating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let keys = &self.shared.keys;
         let version = keys.versions()?.last().copied().unwrap_or(0) + 1;
         let new: Arc<dyn NoteSigner> = Arc::new(keys.create(version)?);
-        let old = self.shared.signer.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let old = self
+            .shared
+            .signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let record = rotation_record(&self.shared.origin, old.as_ref(), new.verifier(), version);
         self.enqueue(vec![(record, Some(new.clone()))])?;
         self.checkpoint()?;
@@ -479,7 +533,9 @@ impl Writer {
                     break;
                 }
                 if st.durable > self.last_checkpoint_size {
-                    let due = self.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
+                    let due = self
+                        .checkpoint_interval
+                        .saturating_sub(self.last_checkpoint.elapsed());
                     if due.is_zero() {
                         break;
                     }
@@ -575,29 +631,44 @@ impl Writer {
             {
                 self.flush_records()?;
                 self.files.segment_number += 1;
-                self.files.segment = create_segment(&self.layout, self.files.segment_number, first_seq + i as u64)?;
+                self.files.segment = create_segment(
+                    &self.layout,
+                    self.files.segment_number,
+                    first_seq + i as u64,
+                )?;
                 self.files.segment_len = SEGMENT_HEADER_LEN;
             }
-            self.slots
-                .extend_from_slice(&index_slot(self.files.segment_number, self.files.segment_len).to_le_bytes());
+            self.slots.extend_from_slice(
+                &index_slot(self.files.segment_number, self.files.segment_len).to_le_bytes(),
+            );
             frame_record(&q.payload, &mut self.records);
             self.files.segment_len += record_len;
         }
         self.flush_records()?;
         for q in batch {
             let out = &mut self.node_bytes;
-            self.files.frontier.push(q.leaf, |_, _, h| out.extend_from_slice(h));
+            self.files
+                .frontier
+                .push(q.leaf, |_, _, h| out.extend_from_slice(h));
         }
         let (nodes_path, index_path) = (self.layout.nodes(), self.layout.index());
-        self.files.nodes.write_all(&self.node_bytes).map_err(LedgerError::io(&nodes_path))?;
-        self.files.index.write_all(&self.slots).map_err(LedgerError::io(&index_path))?;
+        self.files
+            .nodes
+            .write_all(&self.node_bytes)
+            .map_err(LedgerError::io(&nodes_path))?;
+        self.files
+            .index
+            .write_all(&self.slots)
+            .map_err(LedgerError::io(&index_path))?;
         // The two fsyncs are independent; overlapping them saves one
         // device round trip per group.
         let (nodes, index) = (&self.files.nodes, &self.files.index);
         std::thread::scope(|s| {
             let index_sync = s.spawn(|| index.sync_data());
             let nodes_sync = nodes.sync_data();
-            let index_sync = index_sync.join().unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")));
+            let index_sync = index_sync
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")));
             nodes_sync.map_err(LedgerError::io(&nodes_path))?;
             index_sync.map_err(LedgerError::io(&index_path))
         })
@@ -605,15 +676,25 @@ impl Writer {
 
     fn flush_records(&mut self) -> Result<()> {
         let path = self.layout.segment(self.files.segment_number);
-        self.files.segment.write_all(&self.records).map_err(LedgerError::io(&path))?;
-        self.files.segment.sync_data().map_err(LedgerError::io(&path))?;
+        self.files
+            .segment
+            .write_all(&self.records)
+            .map_err(LedgerError::io(&path))?;
+        self.files
+            .segment
+            .sync_data()
+            .map_err(LedgerError::io(&path))?;
         self.records.clear();
         Ok(())
     }
 
     fn checkpoint(&mut self, size: u64) -> Result<Checkpoint> {
         debug_assert_eq!(size, self.files.frontier.size());
-        let head = TreeHead { origin: self.origin.clone(), size, root: self.files.frontier.root() };
+        let head = TreeHead {
+            origin: self.origin.clone(),
+            size,
+            root: self.files.frontier.root(),
+        };
         let cp = Checkpoint::sign(head, self.signer.as_ref());
         self.files.notes.append(cp.text())?;
         self.last_checkpoint = Instant::now();
@@ -654,7 +735,10 @@ fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Reco
         Ok(())
     })?;
     let last_segment = scan.segments.last().map_or(1, |s| s.0);
-    let mut recovery = Recovery { entries: scan.entries, ..Default::default() };
+    let mut recovery = Recovery {
+        entries: scan.entries,
+        ..Default::default()
+    };
 
     if scan.entries < acked {
         if let Some(bad) = &scan.bad {
@@ -667,14 +751,25 @@ fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Reco
         return Err(LedgerError::corrupt(
             layout.index(),
             scan.entries * 8,
-            format!("index and nodes hold {acked} acknowledged entries but the segments end after {}", scan.entries),
+            format!(
+                "index and nodes hold {acked} acknowledged entries but the segments end after {}",
+                scan.entries
+            ),
         ));
     }
     if let Some(p) = scan.node_mismatch.filter(|&p| p < postorder_len(acked)) {
-        return Err(LedgerError::corrupt(layout.nodes(), p * 32, "stored node hash differs from the entries"));
+        return Err(LedgerError::corrupt(
+            layout.nodes(),
+            p * 32,
+            "stored node hash differs from the entries",
+        ));
     }
     if let Some(i) = scan.index_mismatch.filter(|&i| i < acked) {
-        return Err(LedgerError::corrupt(layout.index(), i * 8, "index slot does not point at its entry"));
+        return Err(LedgerError::corrupt(
+            layout.index(),
+            i * 8,
+            "index slot does not point at its entry",
+        ));
     }
     // Checkpoints: a torn last record is cut; anything else must verify.
     // Every checkpoint was issued at a durable size, so it lies within the
@@ -685,20 +780,28 @@ fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Reco
         if !torn {
             return Err(LedgerError::corrupt(&notes_path, *offset, reason.clone()));
         }
-        let len = fs::metadata(&notes_path).map_err(LedgerError::io(&notes_path))?.len();
+        let len = fs::metadata(&notes_path)
+            .map_err(LedgerError::io(&notes_path))?
+            .len();
         recovery.truncated_checkpoint_bytes = len - offset;
     }
     let latest = match notes.notes.last() {
         None => None,
         Some(note) => {
             let corrupt = |reason: String| LedgerError::corrupt(&notes_path, note.offset, reason);
-            let cp = schedule.verify_note(&note.text).map_err(|e| corrupt(e.to_string()))?;
+            let cp = schedule
+                .verify_note(&note.text)
+                .map_err(|e| corrupt(e.to_string()))?;
             let size = cp.size();
             if size > acked {
-                return Err(corrupt(format!("newest checkpoint covers {size} entries; {acked} are acknowledged")));
+                return Err(corrupt(format!(
+                    "newest checkpoint covers {size} entries; {acked} are acknowledged"
+                )));
             }
             if merkle::root(&Files::open(layout)?, size)? != *cp.root() {
-                return Err(corrupt(format!("checkpoint root for size {size} does not match the entries")));
+                return Err(corrupt(format!(
+                    "checkpoint root for size {size} does not match the entries"
+                )));
             }
             Some(cp)
         }
@@ -708,9 +811,15 @@ fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Reco
     let mut segment_len = scan.segments.last().map_or(0, |s| s.1);
     if let Some(bad) = &scan.bad {
         if bad.segment != last_segment {
-            return Err(LedgerError::corrupt(&bad.file, bad.offset, bad.reason.clone()));
+            return Err(LedgerError::corrupt(
+                &bad.file,
+                bad.offset,
+                bad.reason.clone(),
+            ));
         }
-        let len = fs::metadata(&bad.file).map_err(LedgerError::io(&bad.file))?.len();
+        let len = fs::metadata(&bad.file)
+            .map_err(LedgerError::io(&bad.file))?
+            .len();
         recovery.truncated_bytes = len - bad.offset;
         segment_len = bad.offset;
     }
@@ -746,8 +855,12 @@ fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Reco
     }
     recovery.rebuilt = scan.tail.len() as u64;
     if !scan.tail.is_empty() {
-        nodes.write_all(&node_bytes).map_err(LedgerError::io(layout.nodes()))?;
-        index.write_all(&slots).map_err(LedgerError::io(layout.index()))?;
+        nodes
+            .write_all(&node_bytes)
+            .map_err(LedgerError::io(layout.nodes()))?;
+        index
+            .write_all(&slots)
+            .map_err(LedgerError::io(layout.index()))?;
         nodes.sync_data().map_err(LedgerError::io(layout.nodes()))?;
         index.sync_data().map_err(LedgerError::io(layout.index()))?;
     }

@@ -64,7 +64,10 @@ pub fn range_hash(src: &impl NodeSource, lo: u64, hi: u64) -> Result<Hash> {
     let mut pos = lo;
     while pos < hi {
         let level = 63 - (hi - pos).leading_zeros();
-        debug_assert!(pos.is_multiple_of(1u64 << level), "range [{lo}, {hi}) is not aligned");
+        debug_assert!(
+            pos.is_multiple_of(1u64 << level),
+            "range [{lo}, {hi}) is not aligned"
+        );
         tiles[count] = (level, pos >> level);
         count += 1;
         pos += 1u64 << level;
@@ -159,7 +162,13 @@ fn check_proof_len(len: usize) -> Result<()> {
 
 /// RFC 9162 §2.1.3.2: verify that `leaf` is leaf `index` of the tree of
 /// `size` leaves whose root is `root`.
-pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> Result<()> {
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<()> {
     check_proof_len(proof.len())?;
     if index >= size {
         return Err(LedgerError::invalid(
@@ -171,7 +180,10 @@ pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root
     let mut r = *leaf;
     for p in proof {
         if s_n == 0 {
-            return Err(LedgerError::invalid("proof", "inclusion proof is too long for the tree size"));
+            return Err(LedgerError::invalid(
+                "proof",
+                "inclusion proof is too long for the tree size",
+            ));
         }
         if f_n & 1 == 1 || f_n == s_n {
             r = node_hash(p, &r);
@@ -186,7 +198,10 @@ pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root
         s_n >>= 1;
     }
     if s_n != 0 {
-        return Err(LedgerError::invalid("proof", "inclusion proof is too short for the tree size"));
+        return Err(LedgerError::invalid(
+            "proof",
+            "inclusion proof is too short for the tree size",
+        ));
     }
     if &r != root {
         return Err(LedgerError::invalid(

@@ -29,7 +29,10 @@ pub fn check_name(field: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 256 {
         return Err(LedgerError::invalid(field, "must be 1..=256 bytes"));
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '+') {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '+')
+    {
         return Err(LedgerError::invalid(
             field,
             format!("{name:?} must not contain whitespace, control characters or '+'"),
@@ -49,7 +52,10 @@ impl VerifierKey {
     /// Name a public key.
     pub fn new(name: &str, key: VerifyingKey) -> Result<Self> {
         check_name("key name", name)?;
-        Ok(VerifierKey { name: name.into(), key })
+        Ok(VerifierKey {
+            name: name.into(),
+            key,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -79,7 +85,10 @@ impl VerifierKey {
         let mut parts = text.splitn(3, '+');
         let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err(LedgerError::invalid(field, "expected <name>+<hex key id>+<base64 key>"));
+            return Err(LedgerError::invalid(
+                field,
+                "expected <name>+<hex key id>+<base64 key>",
+            ));
         };
         let id = hex::decode(id_hex)
             .ok()
@@ -115,7 +124,13 @@ impl std::fmt::Display for VerifierKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut raw = vec![ED25519];
         raw.extend_from_slice(self.key.as_bytes());
-        write!(f, "{}+{}+{}", self.name, hex::encode(self.key_id()), B64.encode(raw))
+        write!(
+            f,
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.key_id()),
+            B64.encode(raw)
+        )
     }
 }
 
@@ -168,7 +183,12 @@ pub struct TreeHead {
 impl TreeHead {
     /// The tlog-checkpoint note body.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 }
 
@@ -189,7 +209,11 @@ impl Checkpoint {
         let mut blob = vk.key_id().to_vec();
         blob.extend_from_slice(&signer.sign(body.as_bytes()));
         let text = format!("{body}\n{SIG_PREFIX}{} {}\n", vk.name(), B64.encode(blob));
-        Checkpoint { head, text, key_id: vk.key_id() }
+        Checkpoint {
+            head,
+            text,
+            key_id: vk.key_id(),
+        }
     }
 
     /// Parse a signed note and verify it with `key`: the note must carry a
@@ -200,7 +224,10 @@ impl Checkpoint {
         let field = "checkpoint";
         let bad = |reason: String| LedgerError::invalid(field, reason);
         if text.len() > MAX_NOTE_LEN {
-            return Err(bad(format!("{} bytes exceeds the limit of {MAX_NOTE_LEN}", text.len())));
+            return Err(bad(format!(
+                "{} bytes exceeds the limit of {MAX_NOTE_LEN}",
+                text.len()
+            )));
         }
         let split = text
             .find("\n\n")
@@ -213,17 +240,23 @@ impl Checkpoint {
         let mut lines = body.lines();
         let origin = lines.next().unwrap_or_default();
         check_name("checkpoint origin", origin)?;
-        let size_text = lines.next().ok_or_else(|| bad("missing the tree size line".into()))?;
+        let size_text = lines
+            .next()
+            .ok_or_else(|| bad("missing the tree size line".into()))?;
         if size_text.is_empty()
             || !size_text.bytes().all(|b| b.is_ascii_digit())
             || (size_text.len() > 1 && size_text.starts_with('0'))
         {
-            return Err(bad(format!("tree size {size_text:?} is not a decimal number")));
+            return Err(bad(format!(
+                "tree size {size_text:?} is not a decimal number"
+            )));
         }
         let size: u64 = size_text
             .parse()
             .map_err(|_| bad(format!("tree size {size_text:?} does not fit in 64 bits")))?;
-        let root_text = lines.next().ok_or_else(|| bad("missing the root hash line".into()))?;
+        let root_text = lines
+            .next()
+            .ok_or_else(|| bad("missing the root hash line".into()))?;
         let root: Hash = B64
             .decode(root_text)
             .ok()
@@ -264,7 +297,11 @@ impl Checkpoint {
             ))
         })?;
         Ok(Checkpoint {
-            head: TreeHead { origin: origin.into(), size, root },
+            head: TreeHead {
+                origin: origin.into(),
+                size,
+                root,
+            },
             text: text.into(),
             key_id,
         })
@@ -302,7 +339,11 @@ mod tests {
     }
 
     fn head() -> TreeHead {
-        TreeHead { origin: "capsule.test/log".into(), size: 42, root: [7; 32] }
+        TreeHead {
+            origin: "capsule.test/log".into(),
+            size: 42,
+            root: [7; 32],
+        }
     }
 
     #[test]
@@ -325,7 +366,10 @@ mod tests {
         let (_, other_id_and_key) = other.split_once('+').unwrap();
         let (other_id, _) = other_id_and_key.split_once('+').unwrap();
         let forged = text.replacen(&hex::encode(vk.key_id()), other_id, 1);
-        assert!(VerifierKey::parse(&forged).unwrap_err().to_string().contains("key id"));
+        assert!(VerifierKey::parse(&forged)
+            .unwrap_err()
+            .to_string()
+            .contains("key id"));
     }
 
     #[test]
@@ -345,9 +389,14 @@ mod tests {
             ("o\n42\n", "blank line"),
             ("o\n042\nAA==\n\n— o x\n", "decimal"),
             ("o\n42\nAA==\n\n— o x\n", "32 bytes"),
-            ("o\n42\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\nsig\n", "start with"),
+            (
+                "o\n42\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\nsig\n",
+                "start with",
+            ),
         ] {
-            let err = Checkpoint::verify(text, key.verifier()).unwrap_err().to_string();
+            let err = Checkpoint::verify(text, key.verifier())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
     }

@@ -54,15 +54,27 @@ impl Files {
             .map_err(|e| LedgerError::corrupt(&path, offset, format!("entry {seq}: {e}")))?;
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         if len > MAX_ENTRY_LEN {
-            return Err(LedgerError::corrupt(&path, offset, format!("entry {seq}: length {len} too large")));
+            return Err(LedgerError::corrupt(
+                &path,
+                offset,
+                format!("entry {seq}: length {len} too large"),
+            ));
         }
         let mut record = vec![0u8; 8 + len];
         file.read_exact_at(&mut record, offset)
             .map_err(|e| LedgerError::corrupt(&path, offset, format!("entry {seq}: {e}")))?;
         match read_frame(&record, MAX_ENTRY_LEN) {
             Frame::Record(_) => Ok(record.split_off(8)),
-            Frame::Truncated => Err(LedgerError::corrupt(&path, offset, format!("entry {seq}: cut short"))),
-            Frame::Damaged(reason) => Err(LedgerError::corrupt(&path, offset, format!("entry {seq}: {reason}"))),
+            Frame::Truncated => Err(LedgerError::corrupt(
+                &path,
+                offset,
+                format!("entry {seq}: cut short"),
+            )),
+            Frame::Damaged(reason) => Err(LedgerError::corrupt(
+                &path,
+                offset,
+                format!("entry {seq}: {reason}"),
+            )),
         }
     }
 
@@ -95,7 +107,10 @@ impl NodeSource for Files {
 /// Tree queries bounded by a size; shared by [`LogReader`] and the writer.
 pub(crate) fn check_size(what: &str, size: u64, limit: u64) -> Result<()> {
     if size > limit {
-        return Err(LedgerError::invalid(what, format!("{size} exceeds the log size {limit}")));
+        return Err(LedgerError::invalid(
+            what,
+            format!("{size} exceeds the log size {limit}"),
+        ));
     }
     Ok(())
 }
@@ -112,7 +127,13 @@ pub struct InclusionProof {
 
 impl InclusionProof {
     pub fn verify(&self) -> Result<()> {
-        merkle::verify_inclusion(self.index, self.tree_size, &self.leaf_hash, &self.path, &self.root)
+        merkle::verify_inclusion(
+            self.index,
+            self.tree_size,
+            &self.leaf_hash,
+            &self.path,
+            &self.root,
+        )
     }
 }
 
@@ -144,7 +165,12 @@ impl LogReader {
         let meta = LedgerMeta::read(&layout)?;
         let files = Files::open(&layout)?;
         let size = files.stored_size()?;
-        Ok(LogReader { layout, meta, files, size })
+        Ok(LogReader {
+            layout,
+            meta,
+            files,
+            size,
+        })
     }
 
     pub fn origin(&self) -> &str {
@@ -157,7 +183,10 @@ impl LogReader {
 
     pub fn entry(&self, seq: u64) -> Result<AuditEntry> {
         if seq >= self.size {
-            return Err(LedgerError::invalid("seq", format!("{seq} is not below the log size {}", self.size)));
+            return Err(LedgerError::invalid(
+                "seq",
+                format!("{seq} is not below the log size {}", self.size),
+            ));
         }
         self.files.entry(seq)
     }
@@ -195,7 +224,11 @@ impl LogReader {
                 .rev()
                 .find_map(|k| Checkpoint::verify(&note.text, k).ok())
                 .ok_or_else(|| {
-                    LedgerError::corrupt(self.layout.checkpoints(), note.offset, "checkpoint signature does not verify with any ledger key")
+                    LedgerError::corrupt(
+                        self.layout.checkpoints(),
+                        note.offset,
+                        "checkpoint signature does not verify with any ledger key",
+                    )
                 })?;
             if cp.size() <= self.size {
                 out.push(cp);

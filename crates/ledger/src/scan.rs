@@ -108,7 +108,13 @@ pub fn scan(
         let path = layout.segment(number);
         let data = std::fs::read(&path).map_err(LedgerError::io(&path))?;
         let mut fail = |offset: u64, truncated: bool, reason: String| {
-            bad = Some(BadRecord { segment: number, file: path.clone(), offset, truncated, reason });
+            bad = Some(BadRecord {
+                segment: number,
+                file: path.clone(),
+                offset,
+                truncated,
+                reason,
+            });
         };
         if (data.len() as u64) < SEGMENT_HEADER_LEN {
             fail(0, true, "segment header is incomplete".into());
@@ -122,7 +128,11 @@ pub fn scan(
         }
         let first = u64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
         if first != seq {
-            fail(8, false, format!("segment starts at seq {first}, expected {seq}"));
+            fail(
+                8,
+                false,
+                format!("segment starts at seq {first}, expected {seq}"),
+            );
             segments.push((number, 0));
             break;
         }
@@ -131,7 +141,11 @@ pub fn scan(
             let payload = match read_frame(&data[offset..], crate::entry::MAX_ENTRY_LEN) {
                 Frame::Record(p) => p,
                 Frame::Truncated => {
-                    fail(offset as u64, true, "record is cut short (torn write)".into());
+                    fail(
+                        offset as u64,
+                        true,
+                        "record is cut short (torn write)".into(),
+                    );
                     segments.push((number, offset as u64));
                     break 'segments;
                 }
@@ -144,7 +158,9 @@ pub fn scan(
             let location = |reason: String| {
                 LedgerError::corrupt(&path, offset as u64, format!("entry {seq}: {reason}"))
             };
-            let carried = payload.get(1..9).map(|b| u64::from_be_bytes(b.try_into().expect("8")));
+            let carried = payload
+                .get(1..9)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8")));
             if carried != Some(seq) {
                 fail(
                     offset as u64,

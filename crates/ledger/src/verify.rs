@@ -38,28 +38,53 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
     if trusted.name() != origin {
         return Err(LedgerError::invalid(
             "key",
-            format!("trusted key is named {:?}, the log's origin is {origin:?}", trusted.name()),
+            format!(
+                "trusted key is named {:?}, the log's origin is {origin:?}",
+                trusted.name()
+            ),
         ));
     }
     let mut schedule = KeySchedule::new(origin, trusted.clone());
-    let s = scan(&layout, u64::MAX, |_, payload| schedule.follow(&AuditEntry::decode(payload)?))?;
+    let s = scan(&layout, u64::MAX, |_, payload| {
+        schedule.follow(&AuditEntry::decode(payload)?)
+    })?;
     if let Some(bad) = s.bad {
-        let what = if bad.truncated { " (torn tail: open the ledger once to recover it)" } else { "" };
-        return Err(LedgerError::corrupt(bad.file, bad.offset, format!("{}{what}", bad.reason)));
+        let what = if bad.truncated {
+            " (torn tail: open the ledger once to recover it)"
+        } else {
+            ""
+        };
+        return Err(LedgerError::corrupt(
+            bad.file,
+            bad.offset,
+            format!("{}{what}", bad.reason),
+        ));
     }
     let n = s.entries;
     if let Some(p) = s.node_mismatch {
-        return Err(LedgerError::corrupt(layout.nodes(), p * 32, "stored node hash differs from the entries"));
+        return Err(LedgerError::corrupt(
+            layout.nodes(),
+            p * 32,
+            "stored node hash differs from the entries",
+        ));
     }
     if s.stored_nodes != postorder_len(n) {
         return Err(LedgerError::corrupt(
             layout.nodes(),
             s.stored_nodes.min(postorder_len(n)) * 32,
-            format!("holds {} node hashes; {n} entries need {}", s.stored_nodes, postorder_len(n)),
+            format!(
+                "holds {} node hashes; {n} entries need {}",
+                s.stored_nodes,
+                postorder_len(n)
+            ),
         ));
     }
     if let Some(i) = s.index_mismatch {
-        return Err(LedgerError::corrupt(layout.index(), i * 8, "index slot does not point at its entry"));
+        return Err(LedgerError::corrupt(
+            layout.index(),
+            i * 8,
+            "index slot does not point at its entry",
+        ));
     }
     if s.stored_index != n {
         return Err(LedgerError::corrupt(
@@ -69,10 +94,16 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
         ));
     }
     for path in [layout.nodes(), layout.index()] {
-        let len = std::fs::metadata(&path).map_err(LedgerError::io(&path))?.len();
+        let len = std::fs::metadata(&path)
+            .map_err(LedgerError::io(&path))?
+            .len();
         let item = if path == layout.nodes() { 32 } else { 8 };
         if len % item != 0 {
-            return Err(LedgerError::corrupt(&path, len - len % item, "trailing partial record"));
+            return Err(LedgerError::corrupt(
+                &path,
+                len - len % item,
+                "trailing partial record",
+            ));
         }
     }
 
@@ -80,23 +111,40 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
     let notes_path = layout.checkpoints();
     let notes = read_notes(&notes_path)?;
     if let Some((offset, torn, reason)) = notes.bad {
-        let what = if torn { " (torn tail: open the ledger once to recover it)" } else { "" };
-        return Err(LedgerError::corrupt(&notes_path, offset, format!("{reason}{what}")));
+        let what = if torn {
+            " (torn tail: open the ledger once to recover it)"
+        } else {
+            ""
+        };
+        return Err(LedgerError::corrupt(
+            &notes_path,
+            offset,
+            format!("{reason}{what}"),
+        ));
     }
     let mut previous: Option<Checkpoint> = None;
     for note in &notes.notes {
         let at = |reason: String| LedgerError::corrupt(&notes_path, note.offset, reason);
-        let cp = schedule.verify_note(&note.text).map_err(|e| at(e.to_string()))?;
+        let cp = schedule
+            .verify_note(&note.text)
+            .map_err(|e| at(e.to_string()))?;
         let size = cp.size();
         if size > n {
-            return Err(at(format!("checkpoint covers {size} entries; the log holds {n}")));
+            return Err(at(format!(
+                "checkpoint covers {size} entries; the log holds {n}"
+            )));
         }
         if merkle::root(&files, size)? != *cp.root() {
-            return Err(at(format!("root for size {size} does not match the entries")));
+            return Err(at(format!(
+                "root for size {size} does not match the entries"
+            )));
         }
         if let Some(prev) = &previous {
             if size < prev.size() {
-                return Err(at(format!("size {size} is smaller than the previous checkpoint's {}", prev.size())));
+                return Err(at(format!(
+                    "size {size} is smaller than the previous checkpoint's {}",
+                    prev.size()
+                )));
             }
             let proof = merkle::consistency_proof(&files, prev.size(), size)?;
             merkle::verify_consistency(prev.size(), size, prev.root(), cp.root(), &proof)

@@ -98,7 +98,12 @@ fn inclusion_ok(index: u64, size: u64, leaf: &[u8], path: &[Vec<u8>], root: &[u8
 #[test]
 fn ledger_checkpoints_and_proofs_verify_with_independent_code() {
     let tmp = tempfile::tempdir().unwrap();
-    let ledger = Ledger::create(tmp.path(), "capsule.test/independent", LedgerConfig::default()).unwrap();
+    let ledger = Ledger::create(
+        tmp.path(),
+        "capsule.test/independent",
+        LedgerConfig::default(),
+    )
+    .unwrap();
     for i in 0..13u64 {
         let mut r = Record::new("agent:x", "memory.append", "allow");
         r.subject = format!("obj/{i}");

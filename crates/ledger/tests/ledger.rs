@@ -11,7 +11,10 @@ use std::time::Duration;
 const ORIGIN: &str = "capsule.test/audit";
 
 fn config() -> LedgerConfig {
-    LedgerConfig { checkpoint_interval: Duration::from_secs(3600), ..LedgerConfig::default() }
+    LedgerConfig {
+        checkpoint_interval: Duration::from_secs(3600),
+        ..LedgerConfig::default()
+    }
 }
 
 fn record(i: u64) -> Record {
@@ -70,10 +73,16 @@ fn stored_proofs_equal_an_in_memory_tree_for_every_size() {
             p.verify().unwrap();
         }
         for m in (1..=n).step_by(5) {
-            assert_eq!(ledger.consistency_proof(m, n).unwrap(), merkle::consistency_proof(&mem, m, n).unwrap());
+            assert_eq!(
+                ledger.consistency_proof(m, n).unwrap(),
+                merkle::consistency_proof(&mem, m, n).unwrap()
+            );
         }
     }
-    assert!(matches!(ledger.inclusion_proof(0, 71), Err(LedgerError::Invalid { .. })));
+    assert!(matches!(
+        ledger.inclusion_proof(0, 71),
+        Err(LedgerError::Invalid { .. })
+    ));
 }
 
 #[test]
@@ -85,7 +94,11 @@ fn concurrent_appenders_share_commits_and_lose_nothing() {
         let handles: Vec<_> = (0..8)
             .map(|t| {
                 let ledger = &ledger;
-                s.spawn(move || (0..50).map(|i| ledger.append(record(t * 1000 + i)).unwrap()).collect::<Vec<_>>())
+                s.spawn(move || {
+                    (0..50)
+                        .map(|i| ledger.append(record(t * 1000 + i)).unwrap())
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         for h in handles {
@@ -96,7 +109,10 @@ fn concurrent_appenders_share_commits_and_lose_nothing() {
     seqs.sort_unstable();
     assert_eq!(seqs, (0..400).collect::<Vec<_>>());
     for r in &all {
-        assert_eq!(leaf_hash(&ledger.entry(r.seq).unwrap().encode()), r.leaf_hash);
+        assert_eq!(
+            leaf_hash(&ledger.entry(r.seq).unwrap().encode()),
+            r.leaf_hash
+        );
     }
     ledger.close().unwrap();
     verify(tmp.path(), &trusted(tmp.path())).unwrap();
@@ -108,7 +124,10 @@ fn an_invalid_record_in_a_batch_queues_nothing() {
     let ledger = new_ledger(tmp.path(), 3);
     let mut bad = record(1);
     bad.decision = "ALLOW".into();
-    let err = ledger.append_batch(vec![record(0), bad]).unwrap_err().to_string();
+    let err = ledger
+        .append_batch(vec![record(0), bad])
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("records[1].decision"), "{err}");
     assert_eq!(ledger.size(), 3);
     assert_eq!(ledger.append(record(3)).unwrap().seq, 3);
@@ -118,13 +137,19 @@ fn an_invalid_record_in_a_batch_queues_nothing() {
 fn a_second_writer_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let _ledger = new_ledger(tmp.path(), 1);
-    assert!(matches!(Ledger::open(tmp.path(), config()), Err(LedgerError::Locked { .. })));
+    assert!(matches!(
+        Ledger::open(tmp.path(), config()),
+        Err(LedgerError::Locked { .. })
+    ));
 }
 
 #[test]
 fn checkpoints_are_issued_on_demand_and_on_a_timer() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = LedgerConfig { checkpoint_interval: Duration::from_millis(50), ..LedgerConfig::default() };
+    let cfg = LedgerConfig {
+        checkpoint_interval: Duration::from_millis(50),
+        ..LedgerConfig::default()
+    };
     let ledger = Ledger::create(tmp.path(), ORIGIN, cfg).unwrap();
     ledger.append(record(0)).unwrap();
     let cp = ledger.checkpoint().unwrap();
@@ -133,10 +158,19 @@ fn checkpoints_are_issued_on_demand_and_on_a_timer() {
     ledger.append_batch((1..5).map(record).collect()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let latest = ledger.latest_checkpoint().unwrap();
-    assert_eq!(latest.size(), 5, "the timer issues a checkpoint without being asked");
+    assert_eq!(
+        latest.size(),
+        5,
+        "the timer issues a checkpoint without being asked"
+    );
     ledger.close().unwrap();
     let reader = LogReader::open(tmp.path()).unwrap();
-    let sizes: Vec<u64> = reader.checkpoints().unwrap().iter().map(|c| c.size()).collect();
+    let sizes: Vec<u64> = reader
+        .checkpoints()
+        .unwrap()
+        .iter()
+        .map(|c| c.size())
+        .collect();
     assert_eq!(sizes, vec![1, 5]);
     let report = verify(tmp.path(), &trusted(tmp.path())).unwrap();
     assert_eq!((report.entries, report.checkpoints), (5, 2));
@@ -150,7 +184,12 @@ fn an_empty_ledger_checkpoints_the_empty_tree() {
     assert_eq!(cp.size(), 0);
     assert_eq!(cp.root(), &merkle::empty_root());
     ledger.close().unwrap();
-    assert_eq!(verify(tmp.path(), &trusted(tmp.path())).unwrap().checkpoints, 1);
+    assert_eq!(
+        verify(tmp.path(), &trusted(tmp.path()))
+            .unwrap()
+            .checkpoints,
+        1
+    );
 }
 
 #[test]
@@ -184,7 +223,10 @@ fn key_rotation_is_logged_and_followed_by_verifiers() {
 }
 
 fn last_segment(dir: &Path) -> PathBuf {
-    let mut segs: Vec<_> = fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segs: Vec<_> = fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     segs.sort();
     segs.pop().unwrap()
 }
@@ -197,9 +239,19 @@ fn a_torn_tail_is_cut_and_unacknowledged_entries_are_kept_or_dropped() {
     drop(ledger);
     // Entries durable in their segment but not yet in nodes/index (so no
     // checkpoint can cover them yet): rebuilt.
-    fs::OpenOptions::new().write(true).open(tmp.path().join("checkpoints")).unwrap().set_len(8).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("checkpoints"))
+        .unwrap()
+        .set_len(8)
+        .unwrap();
     let index_len = fs::metadata(tmp.path().join("index")).unwrap().len();
-    fs::OpenOptions::new().write(true).open(tmp.path().join("index")).unwrap().set_len(index_len - 8 * 2).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("index"))
+        .unwrap()
+        .set_len(index_len - 8 * 2)
+        .unwrap();
     // Half a record at the end: a torn write.
     let seg = last_segment(tmp.path());
     let seg_len = fs::metadata(&seg).unwrap().len();
@@ -230,7 +282,11 @@ fn damage_to_an_acknowledged_entry_is_refused_with_its_location() {
     bytes[at] ^= 0x40;
     fs::write(&seg, &bytes).unwrap();
     match Ledger::open(tmp.path(), config()) {
-        Err(LedgerError::Corrupt { file, offset, reason }) => {
+        Err(LedgerError::Corrupt {
+            file,
+            offset,
+            reason,
+        }) => {
             assert_eq!(file, seg);
             assert!(offset < at as u64 && offset > 16, "offset {offset}");
             assert!(reason.contains("acknowledged"), "{reason}");
@@ -244,10 +300,15 @@ fn damage_to_an_acknowledged_entry_is_refused_with_its_location() {
 #[test]
 fn segments_roll_over_and_proofs_span_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = LedgerConfig { segment_bytes: 4096, ..config() };
+    let cfg = LedgerConfig {
+        segment_bytes: 4096,
+        ..config()
+    };
     let ledger = Ledger::create(tmp.path(), ORIGIN, cfg.clone()).unwrap();
     for chunk in 0..10u64 {
-        ledger.append_batch((chunk * 30..chunk * 30 + 30).map(record).collect()).unwrap();
+        ledger
+            .append_batch((chunk * 30..chunk * 30 + 30).map(record).collect())
+            .unwrap();
     }
     let segments = fs::read_dir(tmp.path().join("segments")).unwrap().count();
     assert!(segments > 5, "{segments} segments");
@@ -275,8 +336,16 @@ fn flipping_any_byte_of_segments_or_checkpoints_fails_verify_with_the_location()
     drop(ledger);
     let key = trusted(dir);
     verify(dir, &key).unwrap();
-    let mut files = vec![dir.join("checkpoints"), dir.join("nodes"), dir.join("index")];
-    files.extend(fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()));
+    let mut files = vec![
+        dir.join("checkpoints"),
+        dir.join("nodes"),
+        dir.join("index"),
+    ];
+    files.extend(
+        fs::read_dir(dir.join("segments"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
     let mut checked = 0;
     for file in files {
         let original = fs::read(&file).unwrap();
@@ -285,11 +354,16 @@ fn flipping_any_byte_of_segments_or_checkpoints_fails_verify_with_the_location()
             bytes[i] ^= 0x01 << (i % 8);
             fs::write(&file, &bytes).unwrap();
             match verify(dir, &key) {
-                Err(LedgerError::Corrupt { file: f, offset, .. }) => {
+                Err(LedgerError::Corrupt {
+                    file: f, offset, ..
+                }) => {
                     assert_eq!(f, file, "byte {i} of {}", file.display());
                     assert!(offset <= i as u64, "byte {i} reported at {offset}");
                 }
-                other => panic!("byte {i} of {}: expected Corrupt, got {other:?}", file.display()),
+                other => panic!(
+                    "byte {i} of {}: expected Corrupt, got {other:?}",
+                    file.display()
+                ),
             }
             checked += 1;
         }

@@ -43,7 +43,11 @@ fn roots_match_the_rfc6962_vectors_for_every_size() {
         t.push(leaf_hash(leaf));
     }
     for (size, want) in roots.iter().enumerate() {
-        assert_eq!(hex::encode(root(&t, size as u64).unwrap()), *want, "tree size {size}");
+        assert_eq!(
+            hex::encode(root(&t, size as u64).unwrap()),
+            *want,
+            "tree size {size}"
+        );
     }
 }
 
@@ -56,17 +60,29 @@ fn inclusion_proofs_verify_for_every_index_below_every_size_to_300() {
             let leaf = leaf_hash(format!("leaf {i}").as_bytes());
             let proof = inclusion_proof(&t, i, n).unwrap();
             verify_inclusion(i, n, &leaf, &proof, &r).unwrap();
-            assert!(verify_inclusion(i, n, &flip(&leaf, i as usize), &proof, &r).is_err(), "wrong leaf n={n} i={i}");
+            assert!(
+                verify_inclusion(i, n, &flip(&leaf, i as usize), &proof, &r).is_err(),
+                "wrong leaf n={n} i={i}"
+            );
             let other = (i + 1) % n;
             if other != i {
-                assert!(verify_inclusion(other, n, &leaf, &proof, &r).is_err(), "wrong index n={n} i={i}");
+                assert!(
+                    verify_inclusion(other, n, &leaf, &proof, &r).is_err(),
+                    "wrong index n={n} i={i}"
+                );
             }
-            assert!(verify_inclusion(i, n, &leaf, &proof, &flip(&r, n as usize)).is_err(), "wrong root n={n} i={i}");
+            assert!(
+                verify_inclusion(i, n, &leaf, &proof, &flip(&r, n as usize)).is_err(),
+                "wrong root n={n} i={i}"
+            );
             if !proof.is_empty() {
                 let mut bad = proof.clone();
                 let k = (i as usize) % bad.len();
                 bad[k] = flip(&bad[k], 3);
-                assert!(verify_inclusion(i, n, &leaf, &bad, &r).is_err(), "tampered path n={n} i={i}");
+                assert!(
+                    verify_inclusion(i, n, &leaf, &bad, &r).is_err(),
+                    "tampered path n={n} i={i}"
+                );
             }
         }
     }
@@ -89,14 +105,29 @@ fn consistency_proofs_verify_for_every_pair_of_sizes_to_300() {
             for k in 0..proof.len() {
                 let mut bad = proof.clone();
                 bad[k] = flip(&bad[k], (m + n) as usize);
-                assert!(verify_consistency(m, n, rm, rn, &bad).is_err(), "tampered m={m} n={n} k={k}");
+                assert!(
+                    verify_consistency(m, n, rm, rn, &bad).is_err(),
+                    "tampered m={m} n={n} k={k}"
+                );
             }
-            assert!(verify_consistency(m, n, &flip(rm, 0), rn, &proof).is_err(), "old root m={m} n={n}");
-            assert!(verify_consistency(m, n, rm, &flip(rn, 0), &proof).is_err(), "new root m={m} n={n}");
-            assert!(verify_consistency(m, n, rm, rn, &proof[..proof.len() - 1]).is_err(), "short m={m} n={n}");
+            assert!(
+                verify_consistency(m, n, &flip(rm, 0), rn, &proof).is_err(),
+                "old root m={m} n={n}"
+            );
+            assert!(
+                verify_consistency(m, n, rm, &flip(rn, 0), &proof).is_err(),
+                "new root m={m} n={n}"
+            );
+            assert!(
+                verify_consistency(m, n, rm, rn, &proof[..proof.len() - 1]).is_err(),
+                "short m={m} n={n}"
+            );
             let mut long = proof.clone();
             long.push([0; 32]);
-            assert!(verify_consistency(m, n, rm, rn, &long).is_err(), "long m={m} n={n}");
+            assert!(
+                verify_consistency(m, n, rm, rn, &long).is_err(),
+                "long m={m} n={n}"
+            );
         }
     }
 }
@@ -152,10 +183,18 @@ fn ct_merkle_agrees_on_every_small_tree() {
     assert_eq!(&r[..], &theirs.root().as_bytes()[..]);
     for i in 0..64u64 {
         let proof: Vec<u8> = inclusion_proof(&ours, i, 64).unwrap().concat();
-        assert_eq!(&proof[..], theirs.prove_inclusion(i as usize).as_bytes(), "index {i}");
+        assert_eq!(
+            &proof[..],
+            theirs.prove_inclusion(i as usize).as_bytes(),
+            "index {i}"
+        );
     }
     for m in 1..64u64 {
         let proof: Vec<u8> = consistency_proof(&ours, m, 64).unwrap().concat();
-        assert_eq!(&proof[..], theirs.prove_consistency((64 - m) as usize).as_bytes(), "old size {m}");
+        assert_eq!(
+            &proof[..],
+            theirs.prove_consistency((64 - m) as usize).as_bytes(),
+            "old size {m}"
+        );
     }
 }

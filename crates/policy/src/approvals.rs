@@ -70,7 +70,9 @@ pub struct ApprovalQueue {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl ApprovalQueue {
@@ -105,14 +107,20 @@ impl ApprovalQueue {
     /// Queue an action that needs `quorum` approver signatures.
     pub fn enqueue(&self, request: &ApprovalRequest, outcome: &str, quorum: u32) -> Result<i64> {
         if quorum == 0 || quorum as usize > MAX_SIGNATURES {
-            return Err(PolicyError::invalid("quorum", format!("{quorum} is outside 1..={MAX_SIGNATURES}")));
+            return Err(PolicyError::invalid(
+                "quorum",
+                format!("{quorum} is outside 1..={MAX_SIGNATURES}"),
+            ));
         }
         if !request.args.is_object() {
             return Err(PolicyError::invalid("args", "must be a JSON object"));
         }
         let canonical = request.canonical();
         if canonical.len() > MAX_REQUEST_LEN {
-            return Err(PolicyError::invalid("args", format!("request exceeds {MAX_REQUEST_LEN} bytes")));
+            return Err(PolicyError::invalid(
+                "args",
+                format!("request exceeds {MAX_REQUEST_LEN} bytes"),
+            ));
         }
         self.conn.execute(
             "INSERT INTO approvals (digest, request, outcome, quorum, status, created_ns) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
@@ -139,10 +147,16 @@ impl ApprovalQueue {
             )
             .optional()?
             .ok_or_else(|| PolicyError::Approval { id, reason: "no such approval".into() })?;
-        let request: ApprovalRequest = serde_json::from_str(&row.4)
-            .map_err(|e| PolicyError::Approval { id, reason: format!("stored request unreadable: {e}") })?;
-        let mut stmt = conn.prepare("SELECT approver FROM signatures WHERE approval_id = ?1 ORDER BY approver")?;
-        let approvers = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+        let request: ApprovalRequest =
+            serde_json::from_str(&row.4).map_err(|e| PolicyError::Approval {
+                id,
+                reason: format!("stored request unreadable: {e}"),
+            })?;
+        let mut stmt = conn
+            .prepare("SELECT approver FROM signatures WHERE approval_id = ?1 ORDER BY approver")?;
+        let approvers = stmt
+            .query_map([id], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Approval {
             id,
             status: row.0,
@@ -161,9 +175,15 @@ impl ApprovalQueue {
 
     /// Approvals with `status` (all when `None`), oldest first.
     pub fn list(&self, status: Option<&str>) -> Result<Vec<Approval>> {
-        let mut stmt = self.conn.prepare("SELECT id FROM approvals WHERE ?1 IS NULL OR status = ?1 ORDER BY id")?;
-        let ids = stmt.query_map([status], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
-        ids.into_iter().map(|id| Self::load(&self.conn, id)).collect()
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM approvals WHERE ?1 IS NULL OR status = ?1 ORDER BY id")?;
+        let ids = stmt
+            .query_map([status], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.into_iter()
+            .map(|id| Self::load(&self.conn, id))
+            .collect()
     }
 
     /// Add an approver's signature; returns the approval, `approved` once a
@@ -178,7 +198,8 @@ impl ApprovalQueue {
         ledger: &Ledger,
     ) -> Result<Approval> {
         let err = |reason: String| PolicyError::Approval { id, reason };
-        let key = VerifierKey::parse(approver).map_err(|e| PolicyError::invalid("approver", e.to_string()))?;
+        let key = VerifierKey::parse(approver)
+            .map_err(|e| PolicyError::invalid("approver", e.to_string()))?;
         if !allowed.contains(&key) {
             return Err(err(format!("{key} is not an approver key")));
         }
@@ -187,13 +208,20 @@ impl ApprovalQueue {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| PolicyError::invalid("signature", "not base64 of 64 bytes"))?;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let approval = Self::load(&tx, id)?;
         if approval.status != "pending" && approval.status != "approved" {
-            return Err(err(format!("is {}, not open for signatures", approval.status)));
+            return Err(err(format!(
+                "is {}, not open for signatures",
+                approval.status
+            )));
         }
         if !key.verify(approval_statement(id, &approval.digest).as_bytes(), &sig) {
-            return Err(err("signature does not verify over this approval's digest".into()));
+            return Err(err(
+                "signature does not verify over this approval's digest".into()
+            ));
         }
         if approval.approvers.len() >= MAX_SIGNATURES {
             return Err(err(format!("already holds {MAX_SIGNATURES} signatures")));
@@ -202,14 +230,24 @@ impl ApprovalQueue {
             "INSERT OR IGNORE INTO signatures (approval_id, approver, signature) VALUES (?1, ?2, ?3)",
             params![id, key.to_string(), signature],
         )?;
-        let count: u32 = tx.query_row("SELECT COUNT(*) FROM signatures WHERE approval_id = ?1", [id], |r| r.get(0))?;
+        let count: u32 = tx.query_row(
+            "SELECT COUNT(*) FROM signatures WHERE approval_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
         if count >= approval.quorum {
-            tx.execute("UPDATE approvals SET status = 'approved' WHERE id = ?1 AND status = 'pending'", [id])?;
+            tx.execute(
+                "UPDATE approvals SET status = 'approved' WHERE id = ?1 AND status = 'pending'",
+                [id],
+            )?;
         }
         let after = Self::load(&tx, id)?;
         let mut record = Record::new(&format!("approver:{}", key.name()), "approval.sign", "ok");
         record.subject = format!("approval/{id}");
-        record.reason = format!("{count} of {} signatures; status {}", approval.quorum, after.status);
+        record.reason = format!(
+            "{count} of {} signatures; status {}",
+            approval.quorum, after.status
+        );
         record.meta = serde_json::json!({"digest": approval.digest, "approver": key.to_string()});
         // Ledger first: a signature the ledger did not record is not counted.
         ledger.append(record)?;
@@ -221,9 +259,16 @@ impl ApprovalQueue {
     /// once: a second release, or a racing one, is refused. If the
     /// presented action differs from the approved one in anything, the
     /// approval becomes void.
-    pub fn release(&mut self, id: i64, presented: &ApprovalRequest, ledger: &Ledger) -> Result<Approval> {
+    pub fn release(
+        &mut self,
+        id: i64,
+        presented: &ApprovalRequest,
+        ledger: &Ledger,
+    ) -> Result<Approval> {
         let err = |reason: String| PolicyError::Approval { id, reason };
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let approval = Self::load(&tx, id)?;
         match approval.status.as_str() {
             "approved" => {}
@@ -236,7 +281,10 @@ impl ApprovalQueue {
                 ("actor", presented.actor != approval.request.actor),
                 ("resource", presented.resource != approval.request.resource),
                 ("args", presented.args != approval.request.args),
-                ("policy_version", presented.policy_version != approval.request.policy_version),
+                (
+                    "policy_version",
+                    presented.policy_version != approval.request.policy_version,
+                ),
             ]
             .into_iter()
             .filter_map(|(f, c)| c.then_some(f))
@@ -247,13 +295,25 @@ impl ApprovalQueue {
             record.reason = format!("{} changed after approval", changed.join(", "));
             ledger.append(record)?;
             tx.commit()?;
-            return Err(err(format!("void: {} changed after approval", changed.join(", "))));
+            return Err(err(format!(
+                "void: {} changed after approval",
+                changed.join(", ")
+            )));
         }
-        tx.execute("UPDATE approvals SET status = 'released', released_ns = ?2 WHERE id = ?1", params![id, now_ns()])?;
+        tx.execute(
+            "UPDATE approvals SET status = 'released', released_ns = ?2 WHERE id = ?1",
+            params![id, now_ns()],
+        )?;
         let mut record = Record::new(&approval.request.actor, "approval.release", "released");
         record.subject = format!("approval/{id}");
-        record.reason = format!("{} on {} released by {} approver(s)", approval.request.action, approval.request.resource, approval.approvers.len());
-        record.meta = serde_json::json!({"digest": approval.digest, "approvers": approval.approvers});
+        record.reason = format!(
+            "{} on {} released by {} approver(s)",
+            approval.request.action,
+            approval.request.resource,
+            approval.approvers.len()
+        );
+        record.meta =
+            serde_json::json!({"digest": approval.digest, "approvers": approval.approvers});
         ledger.append(record)?;
         tx.commit()?;
         Self::load(&self.conn, id)

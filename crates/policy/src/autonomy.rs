@@ -25,8 +25,13 @@ pub enum SafetyLevel {
 }
 
 impl SafetyLevel {
-    pub const ALL: [SafetyLevel; 5] =
-        [SafetyLevel::Minimal, SafetyLevel::Low, SafetyLevel::Medium, SafetyLevel::High, SafetyLevel::Critical];
+    pub const ALL: [SafetyLevel; 5] = [
+        SafetyLevel::Minimal,
+        SafetyLevel::Low,
+        SafetyLevel::Medium,
+        SafetyLevel::High,
+        SafetyLevel::Critical,
+    ];
 
     /// Parse `1..=5` or a name (`critical`, `HIGH`, …).
     pub fn parse(text: &str) -> Result<SafetyLevel> {
@@ -35,7 +40,10 @@ impl SafetyLevel {
             .into_iter()
             .find(|l| t == l.as_str() || t == (*l as u8).to_string())
             .ok_or_else(|| {
-                PolicyError::invalid("level", format!("{text:?} is not 1..=5 or minimal|low|medium|high|critical"))
+                PolicyError::invalid(
+                    "level",
+                    format!("{text:?} is not 1..=5 or minimal|low|medium|high|critical"),
+                )
             })
     }
 
@@ -62,7 +70,11 @@ impl<'de> Deserialize<'de> for SafetyLevel {
         let text = match &v {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Number(n) => n.to_string(),
-            other => return Err(serde::de::Error::custom(format!("level must be a name or 1..=5, not {other}"))),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "level must be a name or 1..=5, not {other}"
+                )))
+            }
         };
         SafetyLevel::parse(&text).map_err(serde::de::Error::custom)
     }
@@ -82,9 +94,15 @@ impl Mode {
     pub const ALL: [Mode; 3] = [Mode::Supervised, Mode::SemiAutonomous, Mode::Autonomous];
 
     pub fn parse(text: &str) -> Result<Mode> {
-        Mode::ALL.into_iter().find(|m| m.as_str() == text).ok_or_else(|| {
-            PolicyError::invalid("mode", format!("{text:?} is not supervised, semi_autonomous or autonomous"))
-        })
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .ok_or_else(|| {
+                PolicyError::invalid(
+                    "mode",
+                    format!("{text:?} is not supervised, semi_autonomous or autonomous"),
+                )
+            })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -124,9 +142,15 @@ impl Outcome {
     }
 
     pub fn parse(text: &str) -> Option<Outcome> {
-        [Outcome::Approved, Outcome::AutoApproved, Outcome::PendingReview, Outcome::Blocked, Outcome::RequiresHuman]
-            .into_iter()
-            .find(|o| o.as_str() == text)
+        [
+            Outcome::Approved,
+            Outcome::AutoApproved,
+            Outcome::PendingReview,
+            Outcome::Blocked,
+            Outcome::RequiresHuman,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
     }
 
     /// May the action go ahead now?
@@ -156,10 +180,17 @@ pub const MIN_SAFETY: f64 = 0.95;
 
 impl Affect {
     pub fn validate(&self) -> Result<()> {
-        for (field, v) in [("confidence", self.confidence), ("empathy", self.empathy), ("safety", self.safety)] {
+        for (field, v) in [
+            ("confidence", self.confidence),
+            ("empathy", self.empathy),
+            ("safety", self.safety),
+        ] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
-                    return Err(PolicyError::invalid(format!("affect.{field}"), format!("{v} is outside [0, 1]")));
+                    return Err(PolicyError::invalid(
+                        format!("affect.{field}"),
+                        format!("{v} is outside [0, 1]"),
+                    ));
                 }
             }
         }
@@ -202,7 +233,12 @@ pub struct Ruling {
 
 /// Apply the table, first match wins.
 pub fn decide(s: &Situation) -> Ruling {
-    let ruling = |outcome, rule, why: String, would_pass: Option<String>| Ruling { outcome, rule, why, would_pass };
+    let ruling = |outcome, rule, why: String, would_pass: Option<String>| Ruling {
+        outcome,
+        rule,
+        why,
+        would_pass,
+    };
     if s.emergency_stop {
         return ruling(
             Outcome::Blocked,
@@ -239,20 +275,39 @@ pub fn decide(s: &Situation) -> Ruling {
         Mode::Supervised if s.level >= SafetyLevel::Medium => ruling(
             Outcome::PendingReview,
             5,
-            format!("supervised mode reviews level {} (≥ MEDIUM)", s.level.as_str().to_uppercase()),
+            format!(
+                "supervised mode reviews level {} (≥ MEDIUM)",
+                s.level.as_str().to_uppercase()
+            ),
             Some("approver signatures (quorum), or a level below MEDIUM".into()),
         ),
-        Mode::Supervised => ruling(Outcome::Approved, 5, "supervised mode approves levels below MEDIUM".into(), None),
+        Mode::Supervised => ruling(
+            Outcome::Approved,
+            5,
+            "supervised mode approves levels below MEDIUM".into(),
+            None,
+        ),
         Mode::SemiAutonomous if s.level >= SafetyLevel::High => ruling(
             Outcome::PendingReview,
             6,
-            format!("semi_autonomous mode reviews level {} (≥ HIGH)", s.level.as_str().to_uppercase()),
+            format!(
+                "semi_autonomous mode reviews level {} (≥ HIGH)",
+                s.level.as_str().to_uppercase()
+            ),
             Some("approver signatures (quorum), or a level below HIGH".into()),
         ),
-        Mode::SemiAutonomous => {
-            ruling(Outcome::AutoApproved, 6, "semi_autonomous mode auto-approves levels below HIGH".into(), None)
-        }
-        Mode::Autonomous => ruling(Outcome::AutoApproved, 7, "autonomous mode auto-approves".into(), None),
+        Mode::SemiAutonomous => ruling(
+            Outcome::AutoApproved,
+            6,
+            "semi_autonomous mode auto-approves levels below HIGH".into(),
+            None,
+        ),
+        Mode::Autonomous => ruling(
+            Outcome::AutoApproved,
+            7,
+            "autonomous mode auto-approves".into(),
+            None,
+        ),
     }
 }
 
@@ -263,7 +318,11 @@ mod tests {
     use SafetyLevel::*;
 
     fn good() -> Affect {
-        Affect { confidence: Some(0.70), empathy: Some(0.60), safety: Some(0.95) }
+        Affect {
+            confidence: Some(0.70),
+            empathy: Some(0.60),
+            safety: Some(0.95),
+        }
     }
 
     fn at(mode: Mode, level: SafetyLevel, affect: Affect) -> (Outcome, u8) {
@@ -282,14 +341,35 @@ mod tests {
     #[test]
     fn every_mode_and_level_gives_the_table_outcome() {
         let expected: [(Mode, [(Outcome, u8); 5]); 3] = [
-            (Mode::Supervised, [(Approved, 5), (Approved, 5), (PendingReview, 5), (PendingReview, 5), (RequiresHuman, 4)]),
+            (
+                Mode::Supervised,
+                [
+                    (Approved, 5),
+                    (Approved, 5),
+                    (PendingReview, 5),
+                    (PendingReview, 5),
+                    (RequiresHuman, 4),
+                ],
+            ),
             (
                 Mode::SemiAutonomous,
-                [(AutoApproved, 6), (AutoApproved, 6), (AutoApproved, 6), (PendingReview, 6), (RequiresHuman, 4)],
+                [
+                    (AutoApproved, 6),
+                    (AutoApproved, 6),
+                    (AutoApproved, 6),
+                    (PendingReview, 6),
+                    (RequiresHuman, 4),
+                ],
             ),
             (
                 Mode::Autonomous,
-                [(AutoApproved, 7), (AutoApproved, 7), (AutoApproved, 7), (AutoApproved, 7), (RequiresHuman, 4)],
+                [
+                    (AutoApproved, 7),
+                    (AutoApproved, 7),
+                    (AutoApproved, 7),
+                    (AutoApproved, 7),
+                    (RequiresHuman, 4),
+                ],
             ),
         ];
         for (mode, row) in expected {
@@ -312,12 +392,21 @@ mod tests {
         for mode in Mode::ALL {
             for level in SafetyLevel::ALL {
                 for (name, below, at_threshold, set) in fields {
-                    for (value, blocked) in [(Some(below), true), (Some(at_threshold), false), (None, true), (Some(1.0), false)] {
+                    for (value, blocked) in [
+                        (Some(below), true),
+                        (Some(at_threshold), false),
+                        (None, true),
+                        (Some(1.0), false),
+                    ] {
                         let mut affect = good();
                         set(&mut affect, value);
                         let (outcome, rule) = at(mode, level, affect);
                         if blocked {
-                            assert_eq!((outcome, rule), (Blocked, 3), "{mode:?} {level:?} {name}={value:?}");
+                            assert_eq!(
+                                (outcome, rule),
+                                (Blocked, 3),
+                                "{mode:?} {level:?} {name}={value:?}"
+                            );
                         } else {
                             assert_ne!(rule, 3, "{mode:?} {level:?} {name}={value:?}");
                         }
@@ -325,7 +414,11 @@ mod tests {
                 }
             }
         }
-        assert_eq!(at(Mode::Autonomous, Minimal, Affect::default()), (Blocked, 3), "all missing");
+        assert_eq!(
+            at(Mode::Autonomous, Minimal, Affect::default()),
+            (Blocked, 3),
+            "all missing"
+        );
     }
 
     #[test]
@@ -341,11 +434,23 @@ mod tests {
         let r = decide(&base);
         assert_eq!((r.outcome, r.rule), (Blocked, 1));
         assert!(r.why.starts_with("kill_switch"));
-        let r = decide(&Situation { emergency_stop: false, ..base });
+        let r = decide(&Situation {
+            emergency_stop: false,
+            ..base
+        });
         assert_eq!((r.outcome, r.rule), (Blocked, 2));
-        let r = decide(&Situation { emergency_stop: false, modification_enabled: true, ..base });
+        let r = decide(&Situation {
+            emergency_stop: false,
+            modification_enabled: true,
+            ..base
+        });
         assert_eq!((r.outcome, r.rule), (Blocked, 3));
-        let r = decide(&Situation { emergency_stop: false, modification: false, affect: good(), ..base });
+        let r = decide(&Situation {
+            emergency_stop: false,
+            modification: false,
+            affect: good(),
+            ..base
+        });
         assert_eq!((r.outcome, r.rule), (RequiresHuman, 4));
     }
 
@@ -354,10 +459,22 @@ mod tests {
         assert_eq!(SafetyLevel::parse("HIGH").unwrap(), High);
         assert_eq!(SafetyLevel::parse("5").unwrap(), Critical);
         assert!(SafetyLevel::parse("6").is_err());
-        assert_eq!(Mode::parse("semi_autonomous").unwrap(), Mode::SemiAutonomous);
-        assert!(Mode::parse("auto").unwrap_err().to_string().starts_with("mode:"));
-        assert!(Affect { confidence: Some(1.2), ..Affect::default() }.validate().is_err());
-        let levels: Vec<SafetyLevel> = serde_json::from_str(r#"["critical", "HIGH", 3, "2"]"#).unwrap();
+        assert_eq!(
+            Mode::parse("semi_autonomous").unwrap(),
+            Mode::SemiAutonomous
+        );
+        assert!(Mode::parse("auto")
+            .unwrap_err()
+            .to_string()
+            .starts_with("mode:"));
+        assert!(Affect {
+            confidence: Some(1.2),
+            ..Affect::default()
+        }
+        .validate()
+        .is_err());
+        let levels: Vec<SafetyLevel> =
+            serde_json::from_str(r#"["critical", "HIGH", 3, "2"]"#).unwrap();
         assert_eq!(levels, [Critical, High, Medium, Low]);
         assert_eq!(serde_json::to_string(&Critical).unwrap(), "\"critical\"");
         assert!(serde_json::from_str::<SafetyLevel>("9").is_err());

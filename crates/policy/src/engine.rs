@@ -65,9 +65,15 @@ impl PolicyConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.guardian.validate()?;
-        for (field, q) in [("approval_quorum", self.approval_quorum), ("disarm_quorum", self.disarm_quorum)] {
+        for (field, q) in [
+            ("approval_quorum", self.approval_quorum),
+            ("disarm_quorum", self.disarm_quorum),
+        ] {
             if q == 0 || q > 32 {
-                return Err(PolicyError::invalid(field, format!("{q} is outside 1..=32")));
+                return Err(PolicyError::invalid(
+                    field,
+                    format!("{q} is outside 1..=32"),
+                ));
             }
         }
         self.approver_keys()?;
@@ -79,7 +85,10 @@ impl PolicyConfig {
         texts
             .iter()
             .enumerate()
-            .map(|(i, t)| VerifierKey::parse(t).map_err(|e| PolicyError::invalid(format!("{field}[{i}]"), e.to_string())))
+            .map(|(i, t)| {
+                VerifierKey::parse(t)
+                    .map_err(|e| PolicyError::invalid(format!("{field}[{i}]"), e.to_string()))
+            })
             .collect()
     }
 
@@ -160,17 +169,18 @@ pub struct Circumstances {
 
 /// Decide `req` under `rules` and `c`. Pure: no I/O, no clock.
 pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Result<Decision> {
-    let decision = |outcome, reason: &str, policies, rule, explanation: String, would_pass| Decision {
-        outcome,
-        execution: None,
-        reason: reason.into(),
-        policies,
-        autonomy_rule: rule,
-        explanation,
-        would_pass,
-        policy_version: rules.version().into(),
-        mode: c.mode,
-    };
+    let decision =
+        |outcome, reason: &str, policies, rule, explanation: String, would_pass| Decision {
+            outcome,
+            execution: None,
+            reason: reason.into(),
+            policies,
+            autonomy_rule: rule,
+            explanation,
+            would_pass,
+            policy_version: rules.version().into(),
+            mode: c.mode,
+        };
     req.affect.validate()?;
     if !req.args.is_object() {
         return Err(PolicyError::invalid("args", "must be a JSON object"));
@@ -186,15 +196,31 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
             level: req.level,
             mode: c.mode,
         });
-        return Ok(decision(r.outcome, "kill_switch", Vec::new(), Some(r.rule), r.why, r.would_pass));
+        return Ok(decision(
+            r.outcome,
+            "kill_switch",
+            Vec::new(),
+            Some(r.rule),
+            r.why,
+            r.would_pass,
+        ));
     }
     let answer = rules.evaluate(&principal, &req.action, &resource, req.lane)?;
     if !answer.allowed {
         let (reason, explanation, would_pass) = if !answer.policies.is_empty() {
             (
                 "policy_forbid",
-                format!("{} on {} by {} is forbidden by {}", req.action, resource, principal, answer.policies.join(", ")),
-                format!("no forbid policy matching it ({} would have to not apply)", answer.policies.join(", ")),
+                format!(
+                    "{} on {} by {} is forbidden by {}",
+                    req.action,
+                    resource,
+                    principal,
+                    answer.policies.join(", ")
+                ),
+                format!(
+                    "no forbid policy matching it ({} would have to not apply)",
+                    answer.policies.join(", ")
+                ),
             )
         } else if !answer.errors.is_empty() {
             (
@@ -205,24 +231,43 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
         } else {
             (
                 "policy_no_permit",
-                format!("no policy permits {} on {} by {} (default deny)", req.action, resource, principal),
+                format!(
+                    "no policy permits {} on {} by {} (default deny)",
+                    req.action, resource, principal
+                ),
                 format!("a permit policy for {} on {}", req.action, resource.kind()),
             )
         };
-        return Ok(decision(Outcome::Blocked, reason, answer.policies, None, explanation, Some(would_pass)));
+        return Ok(decision(
+            Outcome::Blocked,
+            reason,
+            answer.policies,
+            None,
+            explanation,
+            Some(would_pass),
+        ));
     }
     if let Some(refusal) = c.guardian.check(req.risk, req.drift)? {
         let (reason, explanation, would_pass) = match refusal {
-            GuardianRefusal::Risk { risk, max } => {
-                ("guardian_risk", format!("risk {risk} exceeds the guardian's max_risk {max}"), format!("risk ≤ {max}"))
-            }
+            GuardianRefusal::Risk { risk, max } => (
+                "guardian_risk",
+                format!("risk {risk} exceeds the guardian's max_risk {max}"),
+                format!("risk ≤ {max}"),
+            ),
             GuardianRefusal::Drift { drift, max } => (
                 "guardian_drift",
                 format!("drift {drift} exceeds the guardian's max_drift {max}"),
                 format!("drift ≤ {max}"),
             ),
         };
-        return Ok(decision(Outcome::Blocked, reason, answer.policies, None, explanation, Some(would_pass)));
+        return Ok(decision(
+            Outcome::Blocked,
+            reason,
+            answer.policies,
+            None,
+            explanation,
+            Some(would_pass),
+        ));
     }
     let ruling = autonomy::decide(&Situation {
         emergency_stop: false,
@@ -244,7 +289,8 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
     if d.outcome.allows() {
         let execution = lanes::guard(req.lane, &req.action);
         if execution == Execution::DryRun {
-            d.explanation.push_str("; experimental lane: external action runs as a dry run");
+            d.explanation
+                .push_str("; experimental lane: external action runs as a dry run");
         }
         d.execution = Some(execution);
     }
@@ -284,7 +330,11 @@ fn fingerprint(dir: &Path) -> Vec<(std::path::PathBuf, u64, Option<std::time::Sy
         .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
         .map(|e| {
             let meta = e.metadata().ok();
-            (e.path(), meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()))
+            (
+                e.path(),
+                meta.as_ref().map_or(0, |m| m.len()),
+                meta.and_then(|m| m.modified().ok()),
+            )
         })
         .collect();
     out.sort();
@@ -300,9 +350,19 @@ pub struct PolicyEngine {
 }
 
 impl PolicyEngine {
-    pub fn new(rules: RuleSet, config: PolicyConfig, kill: Arc<crate::killswitch::KillSwitch>, ledger: Arc<Ledger>) -> Result<Self> {
+    pub fn new(
+        rules: RuleSet,
+        config: PolicyConfig,
+        kill: Arc<crate::killswitch::KillSwitch>,
+        ledger: Arc<Ledger>,
+    ) -> Result<Self> {
         config.validate()?;
-        Ok(PolicyEngine { rules: RwLock::new(Arc::new(rules)), config: RwLock::new(config), kill, ledger })
+        Ok(PolicyEngine {
+            rules: RwLock::new(Arc::new(rules)),
+            config: RwLock::new(config),
+            kill,
+            ledger,
+        })
     }
 
     pub fn rules(&self) -> Arc<RuleSet> {
@@ -310,7 +370,10 @@ impl PolicyEngine {
     }
 
     pub fn config(&self) -> PolicyConfig {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn kill_switch(&self) -> &Arc<crate::killswitch::KillSwitch> {
@@ -369,7 +432,11 @@ impl PolicyEngine {
     /// Reload `dir` whenever its `*.cedar` files change (names, sizes or
     /// modification times), checking every `interval`, for as long as the
     /// engine lives. A rejected set is recorded and the active one stays.
-    pub fn watch_policy_dir(self: &Arc<Self>, dir: &Path, interval: std::time::Duration) -> std::thread::JoinHandle<()> {
+    pub fn watch_policy_dir(
+        self: &Arc<Self>,
+        dir: &Path,
+        interval: std::time::Duration,
+    ) -> std::thread::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let dir = dir.to_path_buf();
         std::thread::spawn(move || {
@@ -389,7 +456,9 @@ impl PolicyEngine {
     /// Reload `dir` on SIGHUP, on a background thread.
     pub fn reload_on_sighup(self: &Arc<Self>, dir: &Path) -> Result<std::thread::JoinHandle<()>> {
         let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-            .map_err(|e| PolicyError::invalid("signal", format!("cannot listen for SIGHUP: {e}")))?;
+            .map_err(|e| {
+                PolicyError::invalid("signal", format!("cannot listen for SIGHUP: {e}"))
+            })?;
         let weak = Arc::downgrade(self);
         let dir = dir.to_path_buf();
         Ok(std::thread::spawn(move || {

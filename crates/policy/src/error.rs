@@ -11,7 +11,11 @@ pub enum PolicyError {
     Invalid { field: String, reason: String },
     /// A policy file does not parse or does not validate against the schema.
     #[error("{file} line {line}: {reason}")]
-    PolicyFile { file: String, line: usize, reason: String },
+    PolicyFile {
+        file: String,
+        line: usize,
+        reason: String,
+    },
     /// An approval operation was refused.
     #[error("approval {id}: {reason}")]
     Approval { id: i64, reason: String },
@@ -35,11 +39,17 @@ pub enum PolicyError {
 
 impl PolicyError {
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        PolicyError::Invalid { field: field.into(), reason: reason.into() }
+        PolicyError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |source| PolicyError::Io { path: path.display().to_string(), source }
+        move |source| PolicyError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 

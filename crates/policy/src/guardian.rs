@@ -14,7 +14,10 @@ pub struct Guardian {
 
 impl Default for Guardian {
     fn default() -> Self {
-        Guardian { max_risk: 0.5, max_drift: 0.35 }
+        Guardian {
+            max_risk: 0.5,
+            max_drift: 0.35,
+        }
     }
 }
 
@@ -29,7 +32,10 @@ impl Guardian {
     pub fn validate(&self) -> Result<()> {
         for (field, v) in [("max_risk", self.max_risk), ("max_drift", self.max_drift)] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(PolicyError::invalid(field, format!("{v} is outside [0, 1]")));
+                return Err(PolicyError::invalid(
+                    field,
+                    format!("{v} is outside [0, 1]"),
+                ));
             }
         }
         Ok(())
@@ -40,15 +46,24 @@ impl Guardian {
         for (field, v) in [("risk", risk), ("drift", drift)] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
-                    return Err(PolicyError::invalid(field, format!("{v} is outside [0, 1]")));
+                    return Err(PolicyError::invalid(
+                        field,
+                        format!("{v} is outside [0, 1]"),
+                    ));
                 }
             }
         }
         if let Some(r) = risk.filter(|&r| r > self.max_risk) {
-            return Ok(Some(GuardianRefusal::Risk { risk: r, max: self.max_risk }));
+            return Ok(Some(GuardianRefusal::Risk {
+                risk: r,
+                max: self.max_risk,
+            }));
         }
         if let Some(d) = drift.filter(|&d| d > self.max_drift) {
-            return Ok(Some(GuardianRefusal::Drift { drift: d, max: self.max_drift }));
+            return Ok(Some(GuardianRefusal::Drift {
+                drift: d,
+                max: self.max_drift,
+            }));
         }
         Ok(None)
     }
@@ -62,9 +77,18 @@ mod tests {
     fn limits_are_inclusive_and_risk_is_checked_first() {
         let g = Guardian::default();
         assert_eq!(g.check(Some(0.5), Some(0.35)).unwrap(), None);
-        assert!(matches!(g.check(Some(0.5001), None).unwrap(), Some(GuardianRefusal::Risk { .. })));
-        assert!(matches!(g.check(None, Some(0.3501)).unwrap(), Some(GuardianRefusal::Drift { .. })));
-        assert!(matches!(g.check(Some(0.9), Some(0.9)).unwrap(), Some(GuardianRefusal::Risk { .. })));
+        assert!(matches!(
+            g.check(Some(0.5001), None).unwrap(),
+            Some(GuardianRefusal::Risk { .. })
+        ));
+        assert!(matches!(
+            g.check(None, Some(0.3501)).unwrap(),
+            Some(GuardianRefusal::Drift { .. })
+        ));
+        assert!(matches!(
+            g.check(Some(0.9), Some(0.9)).unwrap(),
+            Some(GuardianRefusal::Risk { .. })
+        ));
         assert!(g.check(Some(1.5), None).is_err());
         assert!(g.check(Some(f64::NAN), None).is_err());
     }

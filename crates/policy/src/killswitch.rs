@@ -69,7 +69,9 @@ pub struct KillSwitch {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 fn nonce() -> String {
@@ -83,7 +85,10 @@ pub fn read_state(dir: &Path) -> Result<Option<KillState>> {
     let path = dir.join(STATE_FILE);
     match fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            PolicyError::KillSwitch(format!("{}: unreadable state ({e}); refusing to guess", path.display()))
+            PolicyError::KillSwitch(format!(
+                "{}: unreadable state ({e}); refusing to guess",
+                path.display()
+            ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(PolicyError::io(&path)(e)),
@@ -178,18 +183,23 @@ impl KillSwitch {
         let mut signers: Vec<&VerifierKey> = Vec::new();
         for (i, s) in signatures.iter().enumerate() {
             let field = format!("signatures[{i}]");
-            let key = VerifierKey::parse(&s.key).map_err(|e| PolicyError::invalid(&field, e.to_string()))?;
-            let key = operators
-                .iter()
-                .find(|k| **k == key)
-                .ok_or_else(|| PolicyError::invalid(&field, format!("{key} is not an operator key")))?;
+            let key = VerifierKey::parse(&s.key)
+                .map_err(|e| PolicyError::invalid(&field, e.to_string()))?;
+            let key = operators.iter().find(|k| **k == key).ok_or_else(|| {
+                PolicyError::invalid(&field, format!("{key} is not an operator key"))
+            })?;
             let sig: [u8; 64] = B64
                 .decode(&s.signature)
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| PolicyError::invalid(&field, "signature is not base64 of 64 bytes"))?;
+                .ok_or_else(|| {
+                    PolicyError::invalid(&field, "signature is not base64 of 64 bytes")
+                })?;
             if !key.verify(statement.as_bytes(), &sig) {
-                return Err(PolicyError::invalid(&field, "signature does not verify over this arming's nonce"));
+                return Err(PolicyError::invalid(
+                    &field,
+                    "signature does not verify over this arming's nonce",
+                ));
             }
             if !signers.contains(&key) {
                 signers.push(key);
@@ -202,7 +212,10 @@ impl KillSwitch {
                 signers.len()
             )));
         }
-        let by: Vec<String> = signers.iter().map(|k| format!("operator:{}", k.name())).collect();
+        let by: Vec<String> = signers
+            .iter()
+            .map(|k| format!("operator:{}", k.name()))
+            .collect();
         let by = by.join(",");
         let mut record = Record::new(&by, "kill.disarm", "ok");
         record.subject = "kill_switch".into();
@@ -234,9 +247,13 @@ impl KillSwitch {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let path = self.dir.join(STATE_FILE);
         if st.ledger_seq.is_some() {
-            let on_disk: KillState = fs::read(&path)
-                .map_err(PolicyError::io(&path))
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| PolicyError::KillSwitch(e.to_string())))?;
+            let on_disk: KillState =
+                fs::read(&path)
+                    .map_err(PolicyError::io(&path))
+                    .and_then(|b| {
+                        serde_json::from_slice(&b)
+                            .map_err(|e| PolicyError::KillSwitch(e.to_string()))
+                    })?;
             if on_disk != st {
                 return Err(PolicyError::KillSwitch(format!(
                     "{} says armed={}, memory says armed={}",
@@ -247,9 +264,14 @@ impl KillSwitch {
             }
         }
         if st.armed != self.is_armed() {
-            return Err(PolicyError::KillSwitch("decision flag and state disagree".into()));
+            return Err(PolicyError::KillSwitch(
+                "decision flag and state disagree".into(),
+            ));
         }
-        Ok(KillStatus { state: st, trigger_file_present: self.trigger_path().exists() })
+        Ok(KillStatus {
+            state: st,
+            trigger_file_present: self.trigger_path().exists(),
+        })
     }
 
     /// Arm if the trigger file exists. Returns whether this call armed it.
@@ -258,7 +280,10 @@ impl KillSwitch {
         if self.is_armed() || !trigger.exists() {
             return Ok(false);
         }
-        self.arm(&format!("file:{}", trigger.display()), "trigger file present")?;
+        self.arm(
+            &format!("file:{}", trigger.display()),
+            "trigger file present",
+        )?;
         Ok(true)
     }
 
@@ -286,7 +311,9 @@ impl KillSwitch {
         Ok(std::thread::spawn(move || {
             for info in signals.forever() {
                 let Some(ks) = weak.upgrade() else { return };
-                let from = info.process.map_or("unknown sender".into(), |p| format!("pid {} uid {}", p.pid, p.uid));
+                let from = info.process.map_or("unknown sender".into(), |p| {
+                    format!("pid {} uid {}", p.pid, p.uid)
+                });
                 let _ = ks.arm(&format!("signal:SIGUSR1 from {from}"), "SIGUSR1 received");
             }
         }))

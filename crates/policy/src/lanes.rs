@@ -41,7 +41,10 @@ impl Lane {
 /// Actions whose effects leave the process: files, processes, network,
 /// the bus. Everything else acts on Capsule's own state.
 pub fn is_external(action: &str) -> bool {
-    matches!(action, "system.exec" | "net.open" | "fs.write" | "bus.publish")
+    matches!(
+        action,
+        "system.exec" | "net.open" | "fs.write" | "bus.publish"
+    )
 }
 
 /// What the lane guard lets an allowed action do.
@@ -74,6 +77,9 @@ mod tests {
         assert_eq!(guard(Lane::Experimental, "brain.step"), Execution::Run);
         assert_eq!(guard(Lane::Candidate, "fs.write"), Execution::Run);
         assert_eq!(guard(Lane::Prod, "net.open"), Execution::Run);
-        assert!(Lane::parse("staging").unwrap_err().to_string().starts_with("lane:"));
+        assert!(Lane::parse("staging")
+            .unwrap_err()
+            .to_string()
+            .starts_with("lane:"));
     }
 }

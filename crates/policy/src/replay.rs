@@ -45,19 +45,31 @@ pub fn replay(ledger_dir: &Path, candidate: &RuleSet) -> Result<ReplayReport> {
         if meta.get("kind").and_then(|k| k.as_str()) != Some("policy.decision") {
             continue;
         }
-        let bad = |what: &str, e: String| PolicyError::invalid(format!("ledger entry {seq}: {what}"), e);
-        let request: DecisionRequest =
-            serde_json::from_value(meta["request"].clone()).map_err(|e| bad("request", e.to_string()))?;
-        let circumstances: Circumstances =
-            serde_json::from_value(meta["circumstances"].clone()).map_err(|e| bad("circumstances", e.to_string()))?;
-        let recorded = Outcome::parse(&entry.record.decision)
-            .ok_or_else(|| bad("decision", format!("{:?} is not an outcome", entry.record.decision)))?;
+        let bad =
+            |what: &str, e: String| PolicyError::invalid(format!("ledger entry {seq}: {what}"), e);
+        let request: DecisionRequest = serde_json::from_value(meta["request"].clone())
+            .map_err(|e| bad("request", e.to_string()))?;
+        let circumstances: Circumstances = serde_json::from_value(meta["circumstances"].clone())
+            .map_err(|e| bad("circumstances", e.to_string()))?;
+        let recorded = Outcome::parse(&entry.record.decision).ok_or_else(|| {
+            bad(
+                "decision",
+                format!("{:?} is not an outcome", entry.record.decision),
+            )
+        })?;
         let recorded_policies: Vec<String> =
-            serde_json::from_value(meta["decision"]["policies"].clone()).map_err(|e| bad("policies", e.to_string()))?;
+            serde_json::from_value(meta["decision"]["policies"].clone())
+                .map_err(|e| bad("policies", e.to_string()))?;
         report.decisions += 1;
         let candidate_decision = evaluate(candidate, &circumstances, &request)?;
         if candidate_decision.outcome != recorded {
-            report.changes.push(Change { seq, request, recorded, recorded_policies, candidate: candidate_decision });
+            report.changes.push(Change {
+                seq,
+                request,
+                recorded,
+                recorded_policies,
+                candidate: candidate_decision,
+            });
         }
     }
     Ok(report)

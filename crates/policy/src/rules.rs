@@ -9,9 +9,9 @@
 use crate::error::{PolicyError, Result};
 use crate::lanes::Lane;
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Policy, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -61,7 +61,13 @@ fn type_name(name: &str) -> EntityTypeName {
             .chain(RESOURCES)
             .map(|(_, t, _)| *t)
             .chain(["Action"])
-            .map(|t| (t, EntityTypeName::from_str(&format!("Capsule::{t}")).expect("schema type names parse")))
+            .map(|t| {
+                (
+                    t,
+                    EntityTypeName::from_str(&format!("Capsule::{t}"))
+                        .expect("schema type names parse"),
+                )
+            })
             .collect()
     });
     names[name].clone()
@@ -76,8 +82,11 @@ fn lane_context(lane: Lane) -> Context {
     static CONTEXTS: OnceLock<[Context; 3]> = OnceLock::new();
     let all = CONTEXTS.get_or_init(|| {
         [Lane::Experimental, Lane::Candidate, Lane::Prod].map(|l| {
-            Context::from_pairs([("lane".to_string(), RestrictedExpression::new_string(l.as_str().into()))])
-                .expect("a one-string context is valid")
+            Context::from_pairs([(
+                "lane".to_string(),
+                RestrictedExpression::new_string(l.as_str().into()),
+            )])
+            .expect("a one-string context is valid")
         })
     });
     all[lane as usize].clone()
@@ -93,8 +102,11 @@ fn schema() -> &'static Arc<Schema> {
 }
 
 /// Principal kinds: `agent:NAME`, `operator:NAME`, `approver:NAME`.
-const PRINCIPALS: &[(&str, &str, Option<&str>)] =
-    &[("agent", "Agent", None), ("operator", "Operator", None), ("approver", "Approver", None)];
+const PRINCIPALS: &[(&str, &str, Option<&str>)] = &[
+    ("agent", "Agent", None),
+    ("operator", "Operator", None),
+    ("approver", "Approver", None),
+];
 /// Resource kinds, and the attribute each carries (if any).
 const RESOURCES: &[(&str, &str, Option<&str>)] = &[
     ("kernel", "Kernel", None),
@@ -120,23 +132,50 @@ pub struct Name {
 }
 
 impl Name {
-    fn parse(field: &str, text: &str, table: &[(&'static str, &'static str, Option<&'static str>)]) -> Result<Name> {
-        let max = if field == "principal" { MAX_PRINCIPAL_LEN } else { MAX_NAME_LEN };
+    fn parse(
+        field: &str,
+        text: &str,
+        table: &[(&'static str, &'static str, Option<&'static str>)],
+    ) -> Result<Name> {
+        let max = if field == "principal" {
+            MAX_PRINCIPAL_LEN
+        } else {
+            MAX_NAME_LEN
+        };
         if text.len() > max {
-            return Err(PolicyError::invalid(field, format!("longer than {max} bytes")));
+            return Err(PolicyError::invalid(
+                field,
+                format!("longer than {max} bytes"),
+            ));
         }
         let (kind, id) = text
             .split_once(':')
             .ok_or_else(|| PolicyError::invalid(field, format!("{text:?} is not kind:name")))?;
-        let &(kind, type_name, attr) = table.iter().find(|(k, _, _)| *k == kind).ok_or_else(|| {
-            let kinds: Vec<&str> = table.iter().map(|(k, _, _)| *k).collect();
-            PolicyError::invalid(field, format!("unknown kind {kind:?} (one of {})", kinds.join(", ")))
-        })?;
+        let &(kind, type_name, attr) =
+            table.iter().find(|(k, _, _)| *k == kind).ok_or_else(|| {
+                let kinds: Vec<&str> = table.iter().map(|(k, _, _)| *k).collect();
+                PolicyError::invalid(
+                    field,
+                    format!("unknown kind {kind:?} (one of {})", kinds.join(", ")),
+                )
+            })?;
         if id.is_empty() || id.chars().any(char::is_control) {
-            return Err(PolicyError::invalid(field, "name is empty or has control characters"));
+            return Err(PolicyError::invalid(
+                field,
+                "name is empty or has control characters",
+            ));
         }
-        let id = if kind == "path" { normalize_path(id)? } else { id.to_string() };
-        Ok(Name { kind, type_name, id, attr })
+        let id = if kind == "path" {
+            normalize_path(id)?
+        } else {
+            id.to_string()
+        };
+        Ok(Name {
+            kind,
+            type_name,
+            id,
+            attr,
+        })
     }
 
     /// Parse a principal.
@@ -168,8 +207,14 @@ impl Name {
     /// The entity with its attribute, if its type has one.
     fn entity(&self) -> Option<Entity> {
         let attr = self.attr?;
-        let attrs = HashMap::from([(attr.to_string(), RestrictedExpression::new_string(self.id.clone()))]);
-        Some(Entity::new(self.uid(), attrs, HashSet::new()).expect("string attributes always evaluate"))
+        let attrs = HashMap::from([(
+            attr.to_string(),
+            RestrictedExpression::new_string(self.id.clone()),
+        )]);
+        Some(
+            Entity::new(self.uid(), attrs, HashSet::new())
+                .expect("string attributes always evaluate"),
+        )
     }
 }
 
@@ -183,7 +228,10 @@ impl std::fmt::Display for Name {
 /// stays at the root, as POSIX says), and collapse repeated slashes.
 pub fn normalize_path(path: &str) -> Result<String> {
     if !path.starts_with('/') {
-        return Err(PolicyError::invalid("resource", format!("path {path:?} is not absolute")));
+        return Err(PolicyError::invalid(
+            "resource",
+            format!("path {path:?} is not absolute"),
+        ));
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -232,7 +280,9 @@ fn principal_fit(c: &PrincipalConstraint, ty: &EntityTypeName) -> Fit {
     match c {
         PrincipalConstraint::Any => Fit::Any,
         PrincipalConstraint::Is(t) if t == ty => Fit::Any,
-        PrincipalConstraint::Eq(u) | PrincipalConstraint::In(u) if u.type_name() == ty => Fit::Only(u.clone()),
+        PrincipalConstraint::Eq(u) | PrincipalConstraint::In(u) if u.type_name() == ty => {
+            Fit::Only(u.clone())
+        }
         PrincipalConstraint::IsIn(t, u) if t == ty && u.type_name() == ty => Fit::Only(u.clone()),
         _ => Fit::Never,
     }
@@ -242,7 +292,9 @@ fn resource_fit(c: &ResourceConstraint, ty: &EntityTypeName) -> Fit {
     match c {
         ResourceConstraint::Any => Fit::Any,
         ResourceConstraint::Is(t) if t == ty => Fit::Any,
-        ResourceConstraint::Eq(u) | ResourceConstraint::In(u) if u.type_name() == ty => Fit::Only(u.clone()),
+        ResourceConstraint::Eq(u) | ResourceConstraint::In(u) if u.type_name() == ty => {
+            Fit::Only(u.clone())
+        }
         ResourceConstraint::IsIn(t, u) if t == ty && u.type_name() == ty => Fit::Only(u.clone()),
         _ => Fit::Never,
     }
@@ -283,7 +335,8 @@ fn attribute_guard(policy: &Policy) -> Option<(String, String)> {
     let est = policy.to_json().ok()?;
     let resource_attr = |v: &serde_json::Value| -> Option<String> {
         let dot = v.get(".")?;
-        (dot["left"].get("Var")?.as_str()? == "resource").then(|| dot["attr"].as_str().map(str::to_string))?
+        (dot["left"].get("Var")?.as_str()? == "resource")
+            .then(|| dot["attr"].as_str().map(str::to_string))?
     };
     let mut best: Option<(String, String)> = None;
     for cond in est["conditions"].as_array()? {
@@ -304,7 +357,10 @@ fn attribute_guard(policy: &Policy) -> Option<(String, String)> {
                 attr.map(|a| (a, prefix))
             } else if let Some(eq) = part.get("==") {
                 let attr = resource_attr(&eq["left"]);
-                let value = eq["right"].get("Value").and_then(|v| v.as_str()).map(str::to_string);
+                let value = eq["right"]
+                    .get("Value")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
                 attr.zip(value)
             } else {
                 None
@@ -338,7 +394,12 @@ pub struct RuleSet {
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RuleSet(version {}, {} policies)", self.version, self.info.len())
+        write!(
+            f,
+            "RuleSet(version {}, {} policies)",
+            self.version,
+            self.info.len()
+        )
     }
 }
 
@@ -347,10 +408,14 @@ fn build_slices(all: &PolicySet) -> HashMap<(&'static str, &'static str, &'stati
     let mut slices = HashMap::new();
     for &action in ACTIONS {
         let uid = action_uid(action);
-        let principals: Vec<EntityTypeName> =
-            schema.principals_for_action(&uid).map(|it| it.cloned().collect()).unwrap_or_default();
-        let resources: Vec<EntityTypeName> =
-            schema.resources_for_action(&uid).map(|it| it.cloned().collect()).unwrap_or_default();
+        let principals: Vec<EntityTypeName> = schema
+            .principals_for_action(&uid)
+            .map(|it| it.cloned().collect())
+            .unwrap_or_default();
+        let resources: Vec<EntityTypeName> = schema
+            .resources_for_action(&uid)
+            .map(|it| it.cloned().collect())
+            .unwrap_or_default();
         let applies: Vec<&Policy> = all
             .policies()
             .filter(|p| match p.action_constraint() {
@@ -373,16 +438,23 @@ fn build_slices(all: &PolicySet) -> HashMap<(&'static str, &'static str, &'stati
                     let rf = resource_fit(&p.resource_constraint(), &type_name(rt));
                     match (pf, rf) {
                         (Fit::Never, _) | (_, Fit::Never) => {}
-                        (Fit::Only(u), _) => slice.by_principal.entry(u).or_default().push((*p).clone()),
-                        (Fit::Any, Fit::Only(u)) => slice.by_resource.entry(u).or_default().push((*p).clone()),
-                        (Fit::Any, Fit::Any) => match attribute_guard(p).filter(|(a, _)| Some(a.as_str()) == attr) {
-                            Some((_, prefix)) => slice.guarded.push((prefix, (*p).clone())),
-                            None => slice.any_list.push((*p).clone()),
-                        },
+                        (Fit::Only(u), _) => {
+                            slice.by_principal.entry(u).or_default().push((*p).clone())
+                        }
+                        (Fit::Any, Fit::Only(u)) => {
+                            slice.by_resource.entry(u).or_default().push((*p).clone())
+                        }
+                        (Fit::Any, Fit::Any) => {
+                            match attribute_guard(p).filter(|(a, _)| Some(a.as_str()) == attr) {
+                                Some((_, prefix)) => slice.guarded.push((prefix, (*p).clone())),
+                                None => slice.any_list.push((*p).clone()),
+                            }
+                        }
                     }
                 }
                 slice.any = Arc::new(
-                    PolicySet::from_policies(slice.any_list.iter().cloned()).expect("ids are unique in the full set"),
+                    PolicySet::from_policies(slice.any_list.iter().cloned())
+                        .expect("ids are unique in the full set"),
                 );
                 slices.insert((action, pt, rt), slice);
             }
@@ -392,7 +464,11 @@ fn build_slices(all: &PolicySet) -> HashMap<(&'static str, &'static str, &'stati
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Byte offsets of the `permit` / `forbid` keywords that open each policy,
@@ -417,7 +493,9 @@ fn statement_starts(text: &str) -> Vec<usize> {
             }
             b'(' | b'{' | b'[' => depth += 1,
             b')' | b'}' | b']' => depth = depth.saturating_sub(1),
-            _ if depth == 0 && (text[i..].starts_with("permit") || text[i..].starts_with("forbid")) => {
+            _ if depth == 0
+                && (text[i..].starts_with("permit") || text[i..].starts_with("forbid")) =>
+            {
                 let before_ok = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
                 let after = text[i + 6..].trim_start();
                 if before_ok && after.starts_with('(') {
@@ -458,14 +536,22 @@ impl RuleSet {
         }
         files.sort();
         if files.is_empty() {
-            return Err(PolicyError::invalid("policy dir", format!("{} holds no *.cedar file", dir.display())));
+            return Err(PolicyError::invalid(
+                "policy dir",
+                format!("{} holds no *.cedar file", dir.display()),
+            ));
         }
         if files.len() > MAX_POLICY_FILES {
-            return Err(PolicyError::invalid("policy dir", format!("more than {MAX_POLICY_FILES} policy files")));
+            return Err(PolicyError::invalid(
+                "policy dir",
+                format!("more than {MAX_POLICY_FILES} policy files"),
+            ));
         }
         let mut sources = Vec::with_capacity(files.len());
         for path in files {
-            let len = std::fs::metadata(&path).map_err(PolicyError::io(&path))?.len();
+            let len = std::fs::metadata(&path)
+                .map_err(PolicyError::io(&path))?
+                .len();
             if len > MAX_POLICY_FILE {
                 return Err(PolicyError::PolicyFile {
                     file: path.display().to_string(),
@@ -487,40 +573,67 @@ impl RuleSet {
         let mut info = Vec::new();
         let mut hasher = Sha256::new();
         for (file, text) in sources {
-            let err = |line: usize, reason: String| PolicyError::PolicyFile { file: file.clone(), line, reason };
+            let err = |line: usize, reason: String| PolicyError::PolicyFile {
+                file: file.clone(),
+                line,
+                reason,
+            };
             let parsed = PolicySet::from_str(text).map_err(|e| {
                 let first = e.iter().next();
                 let line = first.map_or(1, |d| diagnostic_line(d, text));
                 let reason = first.map_or_else(|| e.to_string(), |d| d.to_string());
                 err(line, reason)
             })?;
-            let stem = Path::new(file).file_stem().map_or("policy".into(), |s| s.to_string_lossy().into_owned());
+            let stem = Path::new(file)
+                .file_stem()
+                .map_or("policy".into(), |s| s.to_string_lossy().into_owned());
             let mut ours = PolicySet::new();
             // The parser names policies policy0, policy1, … in source order.
             let mut policies: Vec<&Policy> = parsed.policies().collect();
-            policies.sort_by_key(|p| p.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(0));
+            policies.sort_by_key(|p| {
+                p.id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(0)
+            });
             let starts = statement_starts(text);
             for (n, policy) in policies.into_iter().enumerate() {
                 let line = starts.get(n).map_or(1, |&at| line_of(text, at));
-                let id = policy.annotation("id").map_or_else(|| format!("{stem}#{n}"), str::to_string);
+                let id = policy
+                    .annotation("id")
+                    .map_or_else(|| format!("{stem}#{n}"), str::to_string);
                 if info.iter().any(|i: &PolicyInfo| i.id == id) {
                     return Err(err(line, format!("policy id {id:?} is already used")));
                 }
                 let renamed = policy.new_id(PolicyId::new(&id));
-                ours.add(renamed.clone()).map_err(|e| err(line, e.to_string()))?;
+                ours.add(renamed.clone())
+                    .map_err(|e| err(line, e.to_string()))?;
                 all.add(renamed).map_err(|e| err(line, e.to_string()))?;
                 let effect = match policy.effect() {
                     cedar_policy::Effect::Permit => "permit",
                     cedar_policy::Effect::Forbid => "forbid",
                 };
-                info.push(PolicyInfo { id, effect, file: file.clone(), line });
+                info.push(PolicyInfo {
+                    id,
+                    effect,
+                    file: file.clone(),
+                    line,
+                });
             }
             let result = validator.validate(&ours, ValidationMode::Strict);
             if let Some(e) = result.validation_errors().next() {
-                return Err(err(diagnostic_line(e, text), format!("policy {:?}: {e}", e.policy_id().to_string())));
+                return Err(err(
+                    diagnostic_line(e, text),
+                    format!("policy {:?}: {e}", e.policy_id().to_string()),
+                ));
             }
             hasher.update((file.len() as u64).to_be_bytes());
-            hasher.update(Path::new(file).file_name().map_or(file.as_bytes(), |n| n.as_encoded_bytes()));
+            hasher.update(
+                Path::new(file)
+                    .file_name()
+                    .map_or(file.as_bytes(), |n| n.as_encoded_bytes()),
+            );
             hasher.update((text.len() as u64).to_be_bytes());
             hasher.update(text.as_bytes());
         }
@@ -558,8 +671,12 @@ impl RuleSet {
     ) -> Arc<PolicySet> {
         let by_p = slice.by_principal.get(principal);
         let by_r = slice.by_resource.get(resource_uid);
-        let guarded: Vec<&Policy> =
-            slice.guarded.iter().filter(|(prefix, _)| resource.id.starts_with(prefix.as_str())).map(|(_, p)| p).collect();
+        let guarded: Vec<&Policy> = slice
+            .guarded
+            .iter()
+            .filter(|(prefix, _)| resource.id.starts_with(prefix.as_str()))
+            .map(|(_, p)| p)
+            .collect();
         if by_p.is_none() && by_r.is_none() && guarded.is_empty() {
             return slice.any.clone();
         }
@@ -575,7 +692,9 @@ impl RuleSet {
             .chain(by_p.into_iter().flatten())
             .chain(by_r.into_iter().flatten())
             .chain(guarded);
-        let set = Arc::new(PolicySet::from_policies(policies.cloned()).expect("ids are unique in the full set"));
+        let set = Arc::new(
+            PolicySet::from_policies(policies.cloned()).expect("ids are unique in the full set"),
+        );
         if cache.len() < MAX_CACHED_SETS {
             cache.insert(key, set.clone());
         }
@@ -583,9 +702,18 @@ impl RuleSet {
     }
 
     /// May `principal` do `action` on `resource` in `lane`?
-    pub fn evaluate(&self, principal: &Name, action: &str, resource: &Name, lane: Lane) -> Result<RuleAnswer> {
+    pub fn evaluate(
+        &self,
+        principal: &Name,
+        action: &str,
+        resource: &Name,
+        lane: Lane,
+    ) -> Result<RuleAnswer> {
         let Some(&action) = ACTIONS.iter().find(|a| **a == action) else {
-            return Err(PolicyError::invalid("action", format!("unknown action {action:?}")));
+            return Err(PolicyError::invalid(
+                "action",
+                format!("unknown action {action:?}"),
+            ));
         };
         let slice = self.slices.get(&(action, principal.type_name, resource.type_name)).ok_or_else(|| {
             PolicyError::invalid(
@@ -598,16 +726,31 @@ impl RuleSet {
         let context = lane_context(lane);
         // The schema check was done by the slice lookup; the context shape is ours.
         let request = cedar_policy::Request::new(p_uid, action_uid(action), r_uid, context, None)
-            .map_err(|e| PolicyError::invalid("request", format!("{action} by {principal} on {resource}: {e}")))?;
+            .map_err(|e| {
+            PolicyError::invalid(
+                "request",
+                format!("{action} by {principal} on {resource}: {e}"),
+            )
+        })?;
         let entities = Entities::from_entities(resource.entity(), None)
             .map_err(|e| PolicyError::invalid("request", e.to_string()))?;
-        let response = self.authorizer.is_authorized(&request, &policies, &entities);
-        let mut decided: Vec<String> = response.diagnostics().reason().map(|p| p.to_string()).collect();
+        let response = self
+            .authorizer
+            .is_authorized(&request, &policies, &entities);
+        let mut decided: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|p| p.to_string())
+            .collect();
         decided.sort();
         Ok(RuleAnswer {
             allowed: response.decision() == Decision::Allow,
             policies: decided,
-            errors: response.diagnostics().errors().map(|e| e.to_string()).collect(),
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(|e| e.to_string())
+                .collect(),
         })
     }
 }
@@ -617,7 +760,13 @@ mod tests {
     use super::*;
 
     fn eval(set: &RuleSet, p: &str, a: &str, r: &str) -> RuleAnswer {
-        set.evaluate(&Name::principal(p).unwrap(), a, &Name::resource(r).unwrap(), Lane::Prod).unwrap()
+        set.evaluate(
+            &Name::principal(p).unwrap(),
+            a,
+            &Name::resource(r).unwrap(),
+            Lane::Prod,
+        )
+        .unwrap()
     }
 
     /// Evaluating only a request's slice gives exactly what Cedar gives
@@ -636,10 +785,25 @@ mod tests {
             ));
         }
         let set = RuleSet::from_sources(&[("mix.cedar".into(), text)]).unwrap();
-        let principals = ["agent:a1", "agent:a9", "operator:o2", "operator:o7", "approver:x"];
+        let principals = [
+            "agent:a1",
+            "agent:a9",
+            "operator:o2",
+            "operator:o7",
+            "approver:x",
+        ];
         let resources = [
-            "kernel:k", "topic:t3", "topic:t8", "path:/srv/d2/x", "path:/srv/d2/ok", "path:/srv/d9/ok",
-            "path:/var/log/capsule/a.log", "domain:example.com", "command:/usr/bin/3ls", "command:/bin/sh", "edit:e",
+            "kernel:k",
+            "topic:t3",
+            "topic:t8",
+            "path:/srv/d2/x",
+            "path:/srv/d2/ok",
+            "path:/srv/d9/ok",
+            "path:/var/log/capsule/a.log",
+            "domain:example.com",
+            "command:/usr/bin/3ls",
+            "command:/bin/sh",
+            "edit:e",
         ];
         let mut checked = 0;
         for p in principals {
@@ -647,13 +811,30 @@ mod tests {
                 for r in resources {
                     for lane in [Lane::Prod, Lane::Experimental] {
                         let (pn, rn) = (Name::principal(p).unwrap(), Name::resource(r).unwrap());
-                        let Ok(sliced) = set.evaluate(&pn, a, &rn, lane) else { continue };
-                        let request = cedar_policy::Request::new(pn.uid(), action_uid(a), rn.uid(), lane_context(lane), None).unwrap();
+                        let Ok(sliced) = set.evaluate(&pn, a, &rn, lane) else {
+                            continue;
+                        };
+                        let request = cedar_policy::Request::new(
+                            pn.uid(),
+                            action_uid(a),
+                            rn.uid(),
+                            lane_context(lane),
+                            None,
+                        )
+                        .unwrap();
                         let entities = Entities::from_entities(rn.entity(), None).unwrap();
                         let whole = Authorizer::new().is_authorized(&request, &set.all, &entities);
-                        let mut ids: Vec<String> = whole.diagnostics().reason().map(|p| p.to_string()).collect();
+                        let mut ids: Vec<String> = whole
+                            .diagnostics()
+                            .reason()
+                            .map(|p| p.to_string())
+                            .collect();
                         ids.sort();
-                        assert_eq!(sliced.allowed, whole.decision() == Decision::Allow, "{p} {a} {r}");
+                        assert_eq!(
+                            sliced.allowed,
+                            whole.decision() == Decision::Allow,
+                            "{p} {a} {r}"
+                        );
                         assert_eq!(sliced.policies, ids, "{p} {a} {r}");
                         checked += 1;
                     }
@@ -665,7 +846,10 @@ mod tests {
 
     #[test]
     fn paths_are_resolved_lexically() {
-        assert_eq!(normalize_path("/var/log/capsule/../../etc/passwd").unwrap(), "/var/etc/passwd");
+        assert_eq!(
+            normalize_path("/var/log/capsule/../../etc/passwd").unwrap(),
+            "/var/etc/passwd"
+        );
         assert_eq!(normalize_path("/../../etc//x/./y").unwrap(), "/etc/x/y");
         assert_eq!(normalize_path("/").unwrap(), "/");
         assert!(normalize_path("etc/passwd").is_err());
@@ -673,20 +857,35 @@ mod tests {
 
     #[test]
     fn names_parse_and_bad_kinds_are_named() {
-        assert_eq!(Name::principal("agent:alice").unwrap().to_string(), "agent:alice");
+        assert_eq!(
+            Name::principal("agent:alice").unwrap().to_string(),
+            "agent:alice"
+        );
         let err = Name::resource("file:/x").unwrap_err().to_string();
         assert!(err.starts_with("resource: unknown kind \"file\""), "{err}");
         assert!(Name::principal("alice").is_err());
         assert!(Name::resource("path:").is_err());
         let long = format!("agent:{}", "a".repeat(300));
-        assert!(Name::principal(&long).unwrap_err().to_string().contains("longer than 256"));
+        assert!(Name::principal(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 256"));
     }
 
     #[test]
     fn the_defaults_validate_and_have_stable_ids() {
         let set = RuleSet::defaults();
         let ids: Vec<&str> = set.policies().iter().map(|p| p.id.as_str()).collect();
-        assert_eq!(ids, ["allow-core", "deny-system-exec", "deny-net-open", "allow-capsule-logs", "deny-fs-write"]);
+        assert_eq!(
+            ids,
+            [
+                "allow-core",
+                "deny-system-exec",
+                "deny-net-open",
+                "allow-capsule-logs",
+                "deny-fs-write"
+            ]
+        );
         assert_eq!(set.policies()[0].line, 5);
         assert_eq!(set.version().len(), 24);
     }
@@ -708,21 +907,38 @@ mod tests {
     fn a_request_that_breaks_the_schema_is_refused() {
         let set = RuleSet::defaults();
         let err = set
-            .evaluate(&Name::principal("agent:a").unwrap(), "fs.write", &Name::resource("kernel:k").unwrap(), Lane::Prod)
+            .evaluate(
+                &Name::principal("agent:a").unwrap(),
+                "fs.write",
+                &Name::resource("kernel:k").unwrap(),
+                Lane::Prod,
+            )
             .unwrap_err();
-        assert!(err.to_string().starts_with("request: fs.write by agent:a on kernel:k"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("request: fs.write by agent:a on kernel:k"),
+            "{err}"
+        );
         assert!(err.to_string().contains("does not allow"), "{err}");
         let err = set
-            .evaluate(&Name::principal("agent:a").unwrap(), "fs.delete", &Name::resource("path:/x").unwrap(), Lane::Prod)
+            .evaluate(
+                &Name::principal("agent:a").unwrap(),
+                "fs.delete",
+                &Name::resource("path:/x").unwrap(),
+                Lane::Prod,
+            )
             .unwrap_err();
         assert!(err.to_string().contains("unknown action"), "{err}");
     }
 
     #[test]
     fn malformed_and_schema_violating_files_name_their_line() {
-        let bad_syntax = "permit(principal, action, resource);\n\npermit(principal action, resource);\n";
+        let bad_syntax =
+            "permit(principal, action, resource);\n\npermit(principal action, resource);\n";
         match RuleSet::from_sources(&[("x.cedar".into(), bad_syntax.into())]) {
-            Err(PolicyError::PolicyFile { file, line, .. }) => assert_eq!((file.as_str(), line), ("x.cedar", 3)),
+            Err(PolicyError::PolicyFile { file, line, .. }) => {
+                assert_eq!((file.as_str(), line), ("x.cedar", 3))
+            }
             other => panic!("{other:?}"),
         }
         let bad_schema = "// ok\npermit(principal, action == Capsule::Action::\"brain.step\", resource)\nwhen { resource.nope == 1 };\n";
@@ -730,12 +946,17 @@ mod tests {
             Err(PolicyError::PolicyFile { file, line, reason }) => {
                 assert_eq!(file, "y.cedar");
                 assert!(line == 2 || line == 3, "line {line}");
-                assert!(reason.contains("nope") || reason.contains("attribute"), "{reason}");
+                assert!(
+                    reason.contains("nope") || reason.contains("attribute"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
         let dup = "@id(\"a\") permit(principal, action, resource);\n@id(\"a\") forbid(principal, action, resource);\n";
-        let err = RuleSet::from_sources(&[("z.cedar".into(), dup.into())]).unwrap_err().to_string();
+        let err = RuleSet::from_sources(&[("z.cedar".into(), dup.into())])
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "z.cedar line 2: policy id \"a\" is already used");
     }
 }

@@ -10,7 +10,11 @@ fn request(action: &str, resource: &str) -> DecisionRequest {
         resource: resource.into(),
         lane: Lane::Prod,
         level: SafetyLevel::Low,
-        affect: Affect { confidence: Some(0.9), empathy: Some(0.9), safety: Some(0.99) },
+        affect: Affect {
+            confidence: Some(0.9),
+            empathy: Some(0.9),
+            safety: Some(0.99),
+        },
         risk: None,
         drift: None,
         args: serde_json::json!({}),
@@ -39,13 +43,48 @@ fn the_default_set_allows_and_denies_as_specified() {
         ("net.open", "domain:example.com", false, "deny-net-open"),
         ("fs.write", "path:/etc/passwd", false, "deny-fs-write"),
         ("fs.write", "path:/tmp/x.log", false, "deny-fs-write"),
-        ("fs.write", "path:/var/log/capsule/run.log", true, "allow-capsule-logs"),
-        ("fs.write", "path:/var/log/capsule/./run.log", true, "allow-capsule-logs"),
-        ("fs.write", "path:/var/log/capsule/run.txt", false, "deny-fs-write"),
-        ("fs.write", "path:/var/log/capsule/sub/run.log", false, "deny-fs-write"),
-        ("fs.write", "path:/var/log/capsule/../../etc/passwd", false, "deny-fs-write"),
-        ("fs.write", "path:/var/log/capsule/../../etc/evil.log", false, "deny-fs-write"),
-        ("fs.write", "path:/var/log/capsule/x/../../capsule/ok.log", true, "allow-capsule-logs"),
+        (
+            "fs.write",
+            "path:/var/log/capsule/run.log",
+            true,
+            "allow-capsule-logs",
+        ),
+        (
+            "fs.write",
+            "path:/var/log/capsule/./run.log",
+            true,
+            "allow-capsule-logs",
+        ),
+        (
+            "fs.write",
+            "path:/var/log/capsule/run.txt",
+            false,
+            "deny-fs-write",
+        ),
+        (
+            "fs.write",
+            "path:/var/log/capsule/sub/run.log",
+            false,
+            "deny-fs-write",
+        ),
+        (
+            "fs.write",
+            "path:/var/log/capsule/../../etc/passwd",
+            false,
+            "deny-fs-write",
+        ),
+        (
+            "fs.write",
+            "path:/var/log/capsule/../../etc/evil.log",
+            false,
+            "deny-fs-write",
+        ),
+        (
+            "fs.write",
+            "path:/var/log/capsule/x/../../capsule/ok.log",
+            true,
+            "allow-capsule-logs",
+        ),
         // Not named by P1: default deny, no policy decides.
         ("fs.read", "path:/etc/hosts", false, ""),
         ("bus.publish", "topic:events", false, ""),
@@ -54,7 +93,11 @@ fn the_default_set_allows_and_denies_as_specified() {
     for &(action, resource, allowed, policy) in cases {
         let d = evaluate(&rules, &circumstances(), &request(action, resource)).unwrap();
         assert_eq!(d.outcome.allows(), allowed, "{action} on {resource}: {d:?}");
-        let want: Vec<String> = if policy.is_empty() { vec![] } else { vec![policy.to_string()] };
+        let want: Vec<String> = if policy.is_empty() {
+            vec![]
+        } else {
+            vec![policy.to_string()]
+        };
         assert_eq!(d.policies, want, "{action} on {resource}");
         if allowed {
             assert_eq!(d.outcome, Outcome::AutoApproved);
@@ -62,7 +105,11 @@ fn the_default_set_allows_and_denies_as_specified() {
         } else {
             assert_eq!(d.outcome, Outcome::Blocked);
             assert!(d.would_pass.is_some(), "a denial says what would pass");
-            let reason = if policy.is_empty() { "policy_no_permit" } else { "policy_forbid" };
+            let reason = if policy.is_empty() {
+                "policy_no_permit"
+            } else {
+                "policy_forbid"
+            };
             assert_eq!(d.reason, reason, "{action} on {resource}");
         }
     }
@@ -86,7 +133,10 @@ fn the_guardian_blocks_risky_or_drifting_steps_after_the_rules_allow_them() {
     let mut req = request("brain.step", "kernel:main");
     req.risk = Some(0.51);
     let d = evaluate(&rules, &circumstances(), &req).unwrap();
-    assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Blocked, "guardian_risk"));
+    assert_eq!(
+        (d.outcome, d.reason.as_str()),
+        (Outcome::Blocked, "guardian_risk")
+    );
     assert_eq!(d.would_pass.as_deref(), Some("risk ≤ 0.5"));
     req.risk = Some(0.5);
     req.drift = Some(0.36);
@@ -99,12 +149,19 @@ fn bad_requests_are_refused_with_the_field() {
     let rules = RuleSet::defaults();
     let mut req = request("brain.step", "kernel:main");
     req.principal = "robot:x".into();
-    let err = evaluate(&rules, &circumstances(), &req).unwrap_err().to_string();
+    let err = evaluate(&rules, &circumstances(), &req)
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("principal: unknown kind"), "{err}");
     let mut req = request("brain.step", "kernel:main");
     req.affect.confidence = Some(7.0);
-    let err = evaluate(&rules, &circumstances(), &req).unwrap_err().to_string();
+    let err = evaluate(&rules, &circumstances(), &req)
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("affect.confidence"), "{err}");
     let json = r#"{"principal":"agent:a","action":"brain.step","resource":"kernel:k","levle":3}"#;
-    assert!(serde_json::from_str::<DecisionRequest>(json).unwrap_err().to_string().contains("levle"));
+    assert!(serde_json::from_str::<DecisionRequest>(json)
+        .unwrap_err()
+        .to_string()
+        .contains("levle"));
 }

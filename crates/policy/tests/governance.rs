@@ -9,7 +9,9 @@ use capsule_ledger::{Ledger, LedgerConfig, VerifierKey};
 use capsule_policy::approvals::{approval_statement, ApprovalQueue, ApprovalRequest};
 use capsule_policy::engine::{decision_record, evaluate, Circumstances};
 use capsule_policy::killswitch::{disarm_statement, KillSwitch, OperatorSignature};
-use capsule_policy::{Affect, DecisionRequest, Lane, Mode, Outcome, PolicyConfig, PolicyEngine, RuleSet, SafetyLevel};
+use capsule_policy::{
+    Affect, DecisionRequest, Lane, Mode, Outcome, PolicyConfig, PolicyEngine, RuleSet, SafetyLevel,
+};
 use ed25519_dalek::SigningKey;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +22,14 @@ fn signer(name: &str, seed: u8) -> KeySigner {
 }
 
 fn ledger(dir: &Path) -> Arc<Ledger> {
-    Arc::new(Ledger::create(&dir.join("ledger"), "capsule.test/policy", LedgerConfig::default()).unwrap())
+    Arc::new(
+        Ledger::create(
+            &dir.join("ledger"),
+            "capsule.test/policy",
+            LedgerConfig::default(),
+        )
+        .unwrap(),
+    )
 }
 
 fn step() -> DecisionRequest {
@@ -30,7 +39,11 @@ fn step() -> DecisionRequest {
         resource: "kernel:main".into(),
         lane: Lane::Prod,
         level: SafetyLevel::Low,
-        affect: Affect { confidence: Some(0.9), empathy: Some(0.9), safety: Some(0.99) },
+        affect: Affect {
+            confidence: Some(0.9),
+            empathy: Some(0.9),
+            safety: Some(0.99),
+        },
         risk: None,
         drift: None,
         args: serde_json::json!({"gw": [0.1, 0.2]}),
@@ -52,11 +65,16 @@ fn operator_config(ops: &[&KeySigner], quorum: u32) -> PolicyConfig {
 }
 
 fn disarm_sig(s: &KeySigner, nonce: &str) -> OperatorSignature {
-    OperatorSignature { key: s.verifier().to_string(), signature: B64.encode(s.sign(disarm_statement(nonce).as_bytes())) }
+    OperatorSignature {
+        key: s.verifier().to_string(),
+        signature: B64.encode(s.sign(disarm_statement(nonce).as_bytes())),
+    }
 }
 
 fn entries(ledger: &Ledger) -> Vec<capsule_ledger::AuditEntry> {
-    (0..ledger.size()).map(|i| ledger.entry(i).unwrap()).collect()
+    (0..ledger.size())
+        .map(|i| ledger.entry(i).unwrap())
+        .collect()
 }
 
 #[test]
@@ -69,26 +87,61 @@ fn arming_by_api_blocks_the_next_decision_and_disarm_needs_an_operator_quorum() 
     let ks = e.kill_switch().clone();
     ks.arm("operator:alice", "maintenance").unwrap();
     let d = e.decide_and_record(&step()).unwrap().0;
-    assert_eq!((d.outcome, d.reason.as_str(), d.autonomy_rule), (Outcome::Blocked, "kill_switch", Some(1)));
+    assert_eq!(
+        (d.outcome, d.reason.as_str(), d.autonomy_rule),
+        (Outcome::Blocked, "kill_switch", Some(1))
+    );
     let nonce = ks.status().unwrap().state.nonce;
     let ops = config.operator_keys().unwrap();
     // One operator is not a quorum of two; the same operator twice is still one.
-    let err = ks.disarm(&[disarm_sig(&op1, &nonce), disarm_sig(&op1, &nonce)], &ops, 2, "done").unwrap_err();
-    assert!(err.to_string().contains("needs 2 distinct operator signatures, got 1"), "{err}");
-    let err = ks.disarm(&[disarm_sig(&stranger, &nonce)], &ops, 1, "done").unwrap_err();
+    let err = ks
+        .disarm(
+            &[disarm_sig(&op1, &nonce), disarm_sig(&op1, &nonce)],
+            &ops,
+            2,
+            "done",
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("needs 2 distinct operator signatures, got 1"),
+        "{err}"
+    );
+    let err = ks
+        .disarm(&[disarm_sig(&stranger, &nonce)], &ops, 1, "done")
+        .unwrap_err();
     assert!(err.to_string().contains("is not an operator key"), "{err}");
     // A signature over another arming's nonce does not disarm this one.
-    let err = ks.disarm(&[disarm_sig(&op1, "00"), disarm_sig(&op2, &nonce)], &ops, 2, "done").unwrap_err();
+    let err = ks
+        .disarm(
+            &[disarm_sig(&op1, "00"), disarm_sig(&op2, &nonce)],
+            &ops,
+            2,
+            "done",
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("nonce"), "{err}");
     assert!(ks.is_armed());
-    ks.disarm(&[disarm_sig(&op1, &nonce), disarm_sig(&op2, &nonce)], &ops, 2, "maintenance over").unwrap();
+    ks.disarm(
+        &[disarm_sig(&op1, &nonce), disarm_sig(&op2, &nonce)],
+        &ops,
+        2,
+        "maintenance over",
+    )
+    .unwrap();
     assert!(e.decide(&step()).unwrap().outcome.allows());
     let log = entries(e.ledger());
     let arm = log.iter().find(|x| x.record.action == "kill.arm").unwrap();
     assert_eq!(arm.record.actor, "operator:alice");
-    let blocked = log.iter().find(|x| x.record.action == "brain.step").unwrap();
+    let blocked = log
+        .iter()
+        .find(|x| x.record.action == "brain.step")
+        .unwrap();
     assert_eq!(blocked.record.decision, "blocked");
-    let disarm = log.iter().find(|x| x.record.action == "kill.disarm").unwrap();
+    let disarm = log
+        .iter()
+        .find(|x| x.record.action == "kill.disarm")
+        .unwrap();
     assert_eq!(disarm.record.actor, "operator:op1,operator:op2");
     let status = ks.status().unwrap();
     assert!(!status.state.armed && status.state.ledger_seq == Some(disarm.seq));
@@ -106,8 +159,15 @@ fn a_trigger_file_arms_within_a_tick_and_deleting_it_does_not_disarm() {
     std::fs::remove_file(ks.trigger_path()).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert!(ks.is_armed());
-    let arm = entries(e.ledger()).into_iter().find(|x| x.record.action == "kill.arm").unwrap();
-    assert!(arm.record.actor.starts_with("file:") && arm.record.actor.ends_with("/KILL"), "{}", arm.record.actor);
+    let arm = entries(e.ledger())
+        .into_iter()
+        .find(|x| x.record.action == "kill.arm")
+        .unwrap();
+    assert!(
+        arm.record.actor.starts_with("file:") && arm.record.actor.ends_with("/KILL"),
+        "{}",
+        arm.record.actor
+    );
     // The state survives a restart of the process.
     let ks2 = KillSwitch::open(&tmp.path().join("state"), e.ledger().clone()).unwrap();
     assert!(ks2.is_armed() && ks2.status().unwrap().state.armed);
@@ -129,14 +189,22 @@ fn sigusr1_arms_and_names_the_sender() {
     // Decisions are refused first; the ledger entry follows within moments.
     let mut arm = None;
     for _ in 0..100 {
-        arm = entries(e.ledger()).into_iter().find(|x| x.record.action == "kill.arm");
+        arm = entries(e.ledger())
+            .into_iter()
+            .find(|x| x.record.action == "kill.arm");
         if arm.is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let arm = arm.expect("the arming is recorded");
-    assert!(arm.record.actor.starts_with(&format!("signal:SIGUSR1 from pid {}", std::process::id())), "{}", arm.record.actor);
+    assert!(
+        arm.record
+            .actor
+            .starts_with(&format!("signal:SIGUSR1 from pid {}", std::process::id())),
+        "{}",
+        arm.record.actor
+    );
 }
 
 fn approval(args: serde_json::Value) -> ApprovalRequest {
@@ -163,16 +231,64 @@ fn quorum_two_needs_two_distinct_approvers_and_a_changed_argument_voids() {
     let req = approval(serde_json::json!({"bytes": 12, "mode": "append"}));
     let id = q.enqueue(&req, "pending_review", 2).unwrap();
     let digest = req.digest();
-    let after = q.sign(id, &a1.verifier().to_string(), &sign_approval(&a1, id, &digest), &allowed, &ledger).unwrap();
+    let after = q
+        .sign(
+            id,
+            &a1.verifier().to_string(),
+            &sign_approval(&a1, id, &digest),
+            &allowed,
+            &ledger,
+        )
+        .unwrap();
     assert_eq!(after.status, "pending");
-    let after = q.sign(id, &a1.verifier().to_string(), &sign_approval(&a1, id, &digest), &allowed, &ledger).unwrap();
-    assert_eq!((after.status.as_str(), after.approvers.len()), ("pending", 1), "the same key twice counts once");
-    let err = q.sign(id, &outsider.verifier().to_string(), &sign_approval(&outsider, id, &digest), &allowed, &ledger).unwrap_err();
+    let after = q
+        .sign(
+            id,
+            &a1.verifier().to_string(),
+            &sign_approval(&a1, id, &digest),
+            &allowed,
+            &ledger,
+        )
+        .unwrap();
+    assert_eq!(
+        (after.status.as_str(), after.approvers.len()),
+        ("pending", 1),
+        "the same key twice counts once"
+    );
+    let err = q
+        .sign(
+            id,
+            &outsider.verifier().to_string(),
+            &sign_approval(&outsider, id, &digest),
+            &allowed,
+            &ledger,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("not an approver key"), "{err}");
-    let err = q.sign(id, &a2.verifier().to_string(), &sign_approval(&a2, id, "00"), &allowed, &ledger).unwrap_err();
+    let err = q
+        .sign(
+            id,
+            &a2.verifier().to_string(),
+            &sign_approval(&a2, id, "00"),
+            &allowed,
+            &ledger,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("does not verify"), "{err}");
-    assert!(q.release(id, &req, &ledger).unwrap_err().to_string().contains("not approved"));
-    let after = q.sign(id, &a2.verifier().to_string(), &sign_approval(&a2, id, &digest), &allowed, &ledger).unwrap();
+    assert!(q
+        .release(id, &req, &ledger)
+        .unwrap_err()
+        .to_string()
+        .contains("not approved"));
+    let after = q
+        .sign(
+            id,
+            &a2.verifier().to_string(),
+            &sign_approval(&a2, id, &digest),
+            &allowed,
+            &ledger,
+        )
+        .unwrap();
     assert_eq!(after.status, "approved");
     // One argument changed after approval: void, and it stays void.
     let changed = approval(serde_json::json!({"bytes": 13, "mode": "append"}));
@@ -193,7 +309,14 @@ fn a_crash_between_approval_and_release_releases_exactly_once_after_restart() {
     let id = {
         let mut q = ApprovalQueue::open(&db).unwrap();
         let id = q.enqueue(&req, "requires_human", 1).unwrap();
-        q.sign(id, &a1.verifier().to_string(), &sign_approval(&a1, id, &req.digest()), &allowed, &ledger).unwrap();
+        q.sign(
+            id,
+            &a1.verifier().to_string(),
+            &sign_approval(&a1, id, &req.digest()),
+            &allowed,
+            &ledger,
+        )
+        .unwrap();
         id
         // dropped here without releasing: the process "crashes"
     };
@@ -202,15 +325,27 @@ fn a_crash_between_approval_and_release_releases_exactly_once_after_restart() {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let (db, req, ledger) = (&db, &req, &ledger);
-                s.spawn(move || ApprovalQueue::open(db).unwrap().release(id, req, ledger).is_ok())
+                s.spawn(move || {
+                    ApprovalQueue::open(db)
+                        .unwrap()
+                        .release(id, req, ledger)
+                        .is_ok()
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(results.iter().filter(|ok| **ok).count(), 1, "{results:?}");
     let mut q = ApprovalQueue::open(&db).unwrap();
-    assert!(q.release(id, &req, &ledger).unwrap_err().to_string().contains("already released"));
-    let releases = entries(&ledger).into_iter().filter(|e| e.record.action == "approval.release").count();
+    assert!(q
+        .release(id, &req, &ledger)
+        .unwrap_err()
+        .to_string()
+        .contains("already released"));
+    let releases = entries(&ledger)
+        .into_iter()
+        .filter(|e| e.record.action == "approval.release")
+        .count();
     assert_eq!(releases, 1);
 }
 
@@ -221,7 +356,11 @@ fn a_bad_policy_file_is_rejected_with_its_line_and_the_old_set_keeps_deciding() 
     let version = e.rules().version().to_string();
     let dir = tmp.path().join("policies");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("a.cedar"), "@id(\"p\")\npermit(principal, action, resource);\nforbid(principal,, action, resource);\n").unwrap();
+    std::fs::write(
+        dir.join("a.cedar"),
+        "@id(\"p\")\npermit(principal, action, resource);\nforbid(principal,, action, resource);\n",
+    )
+    .unwrap();
     let err = e.reload(&dir, "operator:ops").unwrap_err().to_string();
     assert!(err.contains("a.cedar line 3"), "{err}");
     std::fs::write(
@@ -230,17 +369,26 @@ fn a_bad_policy_file_is_rejected_with_its_line_and_the_old_set_keeps_deciding() 
     )
     .unwrap();
     let err = e.reload(&dir, "operator:ops").unwrap_err().to_string();
-    assert!(err.contains("a.cedar line 1") || err.contains("a.cedar line 2"), "{err}");
+    assert!(
+        err.contains("a.cedar line 1") || err.contains("a.cedar line 2"),
+        "{err}"
+    );
     assert_eq!(e.rules().version(), version);
     assert!(e.decide(&step()).unwrap().outcome.allows());
-    let rejected = entries(e.ledger()).into_iter().filter(|x| x.record.action == "policy.reload").collect::<Vec<_>>();
+    let rejected = entries(e.ledger())
+        .into_iter()
+        .filter(|x| x.record.action == "policy.reload")
+        .collect::<Vec<_>>();
     assert_eq!(rejected.len(), 2);
     assert!(rejected.iter().all(|x| x.record.decision == "rejected"));
     // A good file replaces the set.
     std::fs::write(dir.join("a.cedar"), "@id(\"only-measure\") permit(principal, action == Capsule::Action::\"brain.measure\", resource);\n").unwrap();
     e.reload(&dir, "operator:ops").unwrap();
     let d = e.decide(&step()).unwrap();
-    assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Blocked, "policy_no_permit"));
+    assert_eq!(
+        (d.outcome, d.reason.as_str()),
+        (Outcome::Blocked, "policy_no_permit")
+    );
 }
 
 #[test]
@@ -265,16 +413,30 @@ fn the_policy_directory_is_reloaded_when_a_file_changes() {
     assert_eq!(e.decide(&step()).unwrap().reason, "policy_no_permit");
     // A broken edit is rejected and the set loaded above keeps deciding.
     let good = e.rules().version().to_string();
-    std::fs::write(dir.join("a.cedar"), "permit(principal,, action, resource);\n").unwrap();
+    std::fs::write(
+        dir.join("a.cedar"),
+        "permit(principal,, action, resource);\n",
+    )
+    .unwrap();
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(20));
-        if entries(e.ledger()).iter().any(|x| x.record.action == "policy.reload" && x.record.decision == "rejected") {
+        if entries(e.ledger())
+            .iter()
+            .any(|x| x.record.action == "policy.reload" && x.record.decision == "rejected")
+        {
             break;
         }
     }
     assert_eq!(e.rules().version(), good);
-    let rejected = entries(e.ledger()).into_iter().find(|x| x.record.decision == "rejected").unwrap();
-    assert!(rejected.record.reason.contains("a.cedar line 1"), "{}", rejected.record.reason);
+    let rejected = entries(e.ledger())
+        .into_iter()
+        .find(|x| x.record.decision == "rejected")
+        .unwrap();
+    assert!(
+        rejected.record.reason.contains("a.cedar line 1"),
+        "{}",
+        rejected.record.reason
+    );
 }
 
 /// 12 000 recorded decisions over several actions, modes and levels; the
@@ -309,7 +471,9 @@ fn shadow_replay_reports_exactly_the_flipped_decisions() {
         };
         let d = evaluate(&rules, &c, &req).unwrap();
         // What the candidate changes: measure becomes forbidden, publish permitted.
-        let flips = !c.kill_switch && ((action == "brain.measure" && d.outcome != Outcome::Blocked) || action == "bus.publish");
+        let flips = !c.kill_switch
+            && ((action == "brain.measure" && d.outcome != Outcome::Blocked)
+                || action == "bus.publish");
         if flips {
             expected.push(i);
         }
@@ -331,7 +495,11 @@ fn shadow_replay_reports_exactly_the_flipped_decisions() {
     let got: Vec<u64> = report.changes.iter().map(|c| c.seq).collect();
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected);
-    let publish = report.changes.iter().find(|c| c.request.action == "bus.publish").unwrap();
+    let publish = report
+        .changes
+        .iter()
+        .find(|c| c.request.action == "bus.publish")
+        .unwrap();
     assert_eq!(publish.recorded, Outcome::Blocked);
     assert_eq!(publish.candidate.policies, ["allow-publish"]);
 }

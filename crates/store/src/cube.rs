@@ -47,7 +47,10 @@ pub struct CubeError {
 }
 
 fn fail<T>(offset: usize, reason: impl Into<String>) -> Result<T, CubeError> {
-    Err(CubeError { offset: offset as u64, reason: reason.into() })
+    Err(CubeError {
+        offset: offset as u64,
+        reason: reason.into(),
+    })
 }
 
 /// What a cube must say about itself for the reader to accept it.
@@ -109,7 +112,11 @@ impl Header {
         }
         let ns_len = b[11] as usize;
         let ns = std::str::from_utf8(&b[76..76 + ns_len.min(22)]).unwrap_or("");
-        if ns_len == 0 || ns_len > 22 || check_namespace(ns).is_err() || b[76 + ns_len..104].iter().any(|&x| x != 0) {
+        if ns_len == 0
+            || ns_len > 22
+            || check_namespace(ns).is_err()
+            || b[76 + ns_len..104].iter().any(|&x| x != 0)
+        {
             return fail(11, "namespace field is malformed");
         }
         let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
@@ -125,22 +132,46 @@ impl Header {
             namespace: ns.to_string(),
         };
         if header.stored_len > CUBE_BYTES {
-            return fail(12, format!("payload length {} exceeds a cube", header.stored_len));
+            return fail(
+                12,
+                format!("payload length {} exceeds a cube", header.stored_len),
+            );
         }
         if header.vertices != header.stored_len.div_ceil(VERTEX_BYTES) {
-            return fail(10, format!("{} vertices for {} payload bytes", header.vertices, header.stored_len));
+            return fail(
+                10,
+                format!(
+                    "{} vertices for {} payload bytes",
+                    header.vertices, header.stored_len
+                ),
+            );
         }
         if file_len != HEADER_LEN + 32 * header.vertices + TRAILER_LEN + header.stored_len {
-            return fail(12, format!("file is {file_len} bytes; the header implies {}", HEADER_LEN + 32 * header.vertices + TRAILER_LEN + header.stored_len));
+            return fail(
+                12,
+                format!(
+                    "file is {file_len} bytes; the header implies {}",
+                    HEADER_LEN + 32 * header.vertices + TRAILER_LEN + header.stored_len
+                ),
+            );
         }
         if header.namespace != expected.namespace {
-            return fail(76, format!("cube belongs to namespace {}", header.namespace));
+            return fail(
+                76,
+                format!("cube belongs to namespace {}", header.namespace),
+            );
         }
         if &header.hash != expected.hash.as_bytes() {
             return fail(56, "cube belongs to another object");
         }
         if header.index != expected.index || header.count != expected.count {
-            return fail(16, format!("cube is {} of {}; expected {} of {}", header.index, header.count, expected.index, expected.count));
+            return fail(
+                16,
+                format!(
+                    "cube is {} of {}; expected {} of {}",
+                    header.index, header.count, expected.index, expected.count
+                ),
+            );
         }
         if header.object_len != expected.object_len {
             return fail(24, "object length differs from the index");
@@ -178,10 +209,14 @@ pub fn seal(
     let aead_key = keys.aead_key(namespace);
     let encrypted = aead_key.is_some();
     if chunk.len() > capacity(encrypted) {
-        return Err(crate::StoreError::invalid("chunk", format!("{} bytes exceed a cube", chunk.len())));
+        return Err(crate::StoreError::invalid(
+            "chunk",
+            format!("{} bytes exceed a cube", chunk.len()),
+        ));
     }
     let mut nonce = [0u8; 24];
-    getrandom::fill(&mut nonce).map_err(|e| crate::StoreError::invalid("nonce", format!("no system randomness: {e}")))?;
+    getrandom::fill(&mut nonce)
+        .map_err(|e| crate::StoreError::invalid("nonce", format!("no system randomness: {e}")))?;
     let stored_len = chunk.len() + if encrypted { TAG_LEN } else { 0 };
     let header = Header {
         encrypted,
@@ -197,7 +232,13 @@ pub fn seal(
     let head = header.to_bytes();
     let payload = match aead_key {
         Some(key) => XChaCha20Poly1305::new(&key.into())
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: chunk, aad: &head })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: chunk,
+                    aad: &head,
+                },
+            )
             .map_err(|_| crate::StoreError::invalid("chunk", "encryption failed"))?,
         None => chunk.to_vec(),
     };
@@ -206,7 +247,12 @@ pub fn seal(
     let macs: Vec<[u8; 32]> = payload
         .chunks(VERTEX_BYTES)
         .enumerate()
-        .map(|(j, v)| vertex_mac(&mac_key, &head, j, v).finalize().into_bytes().into())
+        .map(|(j, v)| {
+            vertex_mac(&mac_key, &head, j, v)
+                .finalize()
+                .into_bytes()
+                .into()
+        })
         .collect();
     let root = mac_root(&macs);
     let mut signed = head.to_vec();
@@ -247,8 +293,10 @@ pub fn verify_prefix(
     if prefix.len() < payload_offset {
         return fail(prefix.len(), "cube ends before its payload");
     }
-    let macs: Vec<[u8; 32]> =
-        prefix[HEADER_LEN..macs_end].chunks(32).map(|c| c.try_into().expect("32 bytes")).collect();
+    let macs: Vec<[u8; 32]> = prefix[HEADER_LEN..macs_end]
+        .chunks(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect();
     let stored_root = &prefix[macs_end..macs_end + 32];
     if mac_root(&macs) != stored_root {
         return fail(macs_end, "Merkle root does not match the vertex MACs");
@@ -256,29 +304,59 @@ pub fn verify_prefix(
     let head: [u8; HEADER_LEN] = prefix[..HEADER_LEN].try_into().expect("header");
     let mut signed = head.to_vec();
     signed.extend_from_slice(stored_root);
-    let sig = Signature::from_bytes(prefix[macs_end + 32..payload_offset].try_into().expect("64 bytes"));
+    let sig = Signature::from_bytes(
+        prefix[macs_end + 32..payload_offset]
+            .try_into()
+            .expect("64 bytes"),
+    );
     let vk: VerifyingKey = keys.verifying_key();
     if vk.verify_strict(&signed, &sig).is_err() {
-        return fail(macs_end + 32, "signature over header and root does not verify");
+        return fail(
+            macs_end + 32,
+            "signature over header and root does not verify",
+        );
     }
-    Ok(Verified { header, macs, head, payload_offset })
+    Ok(Verified {
+        header,
+        macs,
+        head,
+        payload_offset,
+    })
 }
 
 impl Verified {
     /// Check vertex `j`'s bytes against its MAC.
-    pub fn check_vertex(&self, keys: &dyn KeyProvider, j: usize, bytes: &[u8]) -> Result<(), CubeError> {
+    pub fn check_vertex(
+        &self,
+        keys: &dyn KeyProvider,
+        j: usize,
+        bytes: &[u8],
+    ) -> Result<(), CubeError> {
         let key = keys.vertex_mac_key(&self.header.namespace);
-        if vertex_mac(&key, &self.head, j, bytes).verify_slice(&self.macs[j]).is_err() {
-            return fail(self.payload_offset + j * VERTEX_BYTES, format!("vertex {j} fails its HMAC"));
+        if vertex_mac(&key, &self.head, j, bytes)
+            .verify_slice(&self.macs[j])
+            .is_err()
+        {
+            return fail(
+                self.payload_offset + j * VERTEX_BYTES,
+                format!("vertex {j} fails its HMAC"),
+            );
         }
         Ok(())
     }
 
     /// Check every vertex of the stored payload and return the plaintext
     /// (decrypted when the cube is encrypted).
-    pub fn open_payload(&self, keys: &dyn KeyProvider, payload: &[u8]) -> Result<Vec<u8>, CubeError> {
+    pub fn open_payload(
+        &self,
+        keys: &dyn KeyProvider,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, CubeError> {
         if payload.len() != self.header.stored_len {
-            return fail(self.payload_offset, "payload length differs from the header");
+            return fail(
+                self.payload_offset,
+                "payload length differs from the header",
+            );
         }
         for (j, v) in payload.chunks(VERTEX_BYTES).enumerate() {
             self.check_vertex(keys, j, v)?;
@@ -287,16 +365,37 @@ impl Verified {
             return Ok(payload.to_vec());
         }
         let Some(key) = keys.aead_key(&self.header.namespace) else {
-            return fail(9, format!("cube is encrypted but namespace {} has no key", self.header.namespace));
+            return fail(
+                9,
+                format!(
+                    "cube is encrypted but namespace {} has no key",
+                    self.header.namespace
+                ),
+            );
         };
         XChaCha20Poly1305::new(&key.into())
-            .decrypt(XNonce::from_slice(&self.header.nonce), Payload { msg: payload, aad: &self.head })
-            .or_else(|_| fail(self.payload_offset, "decryption failed (wrong key, or damaged ciphertext)"))
+            .decrypt(
+                XNonce::from_slice(&self.header.nonce),
+                Payload {
+                    msg: payload,
+                    aad: &self.head,
+                },
+            )
+            .or_else(|_| {
+                fail(
+                    self.payload_offset,
+                    "decryption failed (wrong key, or damaged ciphertext)",
+                )
+            })
     }
 }
 
 /// Verify a whole cube and return its plaintext chunk.
-pub fn open(keys: &dyn KeyProvider, expected: &Expected<'_>, bytes: &[u8]) -> Result<Vec<u8>, CubeError> {
+pub fn open(
+    keys: &dyn KeyProvider,
+    expected: &Expected<'_>,
+    bytes: &[u8],
+) -> Result<Vec<u8>, CubeError> {
     let verified = verify_prefix(keys, expected, bytes, bytes.len())?;
     verified.open_payload(keys, &bytes[verified.payload_offset..])
 }

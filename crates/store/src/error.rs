@@ -10,7 +10,11 @@ pub enum StoreError {
     Invalid { field: String, reason: String },
     /// A cube failed verification; `offset` is a byte offset in `file`.
     #[error("{file}: offset {offset}: {reason}")]
-    Corrupt { file: String, offset: u64, reason: String },
+    Corrupt {
+        file: String,
+        offset: u64,
+        reason: String,
+    },
     /// No object with this namespace and hash is stored.
     #[error("{0}: no such object")]
     NotFound(String),
@@ -34,11 +38,17 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        StoreError::Invalid { field: field.into(), reason: reason.into() }
+        StoreError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io { path: path.display().to_string(), source }
+        StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 

@@ -33,7 +33,11 @@ impl ContentHash {
     /// The hash of `content`.
     pub fn of(content: &[u8]) -> Self {
         let full = blake3::hash(content);
-        ContentHash(full.as_bytes()[..HASH_BYTES].try_into().expect("20 of 32 bytes"))
+        ContentHash(
+            full.as_bytes()[..HASH_BYTES]
+                .try_into()
+                .expect("20 of 32 bytes"),
+        )
     }
 
     pub fn as_bytes(&self) -> &[u8; HASH_BYTES] {
@@ -41,16 +45,23 @@ impl ContentHash {
     }
 
     fn parse(text: &str) -> Result<Self> {
-        if text.len() != HASH_CHARS || !text.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')) {
+        if text.len() != HASH_CHARS || !text.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
+        {
             return Err(StoreError::invalid(
                 "id",
-                format!("hash {text:?} is not {HASH_CHARS} characters of lower-case base32 (a-z, 2-7)"),
+                format!(
+                    "hash {text:?} is not {HASH_CHARS} characters of lower-case base32 (a-z, 2-7)"
+                ),
             ));
         }
         let bytes = BASE32_NOPAD
             .decode(text.to_ascii_uppercase().as_bytes())
             .map_err(|e| StoreError::invalid("id", format!("hash {text:?} is not base32: {e}")))?;
-        let hash = ContentHash(bytes.try_into().map_err(|_| StoreError::invalid("id", "hash has the wrong length"))?);
+        let hash = ContentHash(
+            bytes
+                .try_into()
+                .map_err(|_| StoreError::invalid("id", "hash has the wrong length"))?,
+        );
         // 160 bits take 32 characters with 0 bits spare, so the text is canonical.
         debug_assert_eq!(hash.to_string(), text);
         Ok(hash)
@@ -74,7 +85,8 @@ pub struct Day {
 impl Day {
     /// A validated day (Gregorian calendar, years 2000..=9999).
     pub fn new(year: u16, month: u8, day: u8) -> Result<Day> {
-        let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+        let leap =
+            year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
         let days = match month {
             1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
             4 | 6 | 9 | 11 => 30,
@@ -83,7 +95,10 @@ impl Day {
             _ => 0,
         };
         if !(2000..=9999).contains(&year) || day == 0 || day > days {
-            return Err(StoreError::invalid("id", format!("{year:04}-{month:02}-{day:02} is not a valid date")));
+            return Err(StoreError::invalid(
+                "id",
+                format!("{year:04}-{month:02}-{day:02} is not a valid date"),
+            ));
         }
         Ok(Day { year, month, day })
     }
@@ -113,7 +128,10 @@ impl Day {
 
     fn parse(text: &str) -> Result<Day> {
         if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(StoreError::invalid("id", format!("date {text:?} is not YYYYMMDD")));
+            return Err(StoreError::invalid(
+                "id",
+                format!("date {text:?} is not YYYYMMDD"),
+            ));
         }
         let n = |r: std::ops::Range<usize>| text[r].parse::<u16>().expect("digits");
         Day::new(n(0..4), n(4..6) as u8, n(6..8) as u8)
@@ -157,7 +175,11 @@ impl ObjectId {
     /// The ID of `content` in `namespace`, minted on `day`.
     pub fn for_content(namespace: &str, day: Day, content: &[u8]) -> Result<ObjectId> {
         check_namespace(namespace)?;
-        Ok(ObjectId { namespace: namespace.into(), day, hash: ContentHash::of(content) })
+        Ok(ObjectId {
+            namespace: namespace.into(),
+            day,
+            hash: ContentHash::of(content),
+        })
     }
 
     pub fn namespace(&self) -> &str {
@@ -192,18 +214,28 @@ impl FromStr for ObjectId {
     /// it, the namespace (which may hold `_`) before that.
     fn from_str(text: &str) -> Result<ObjectId> {
         if text.len() > MAX_ID_LEN {
-            return Err(StoreError::invalid("id", format!("{} bytes exceeds the limit of {MAX_ID_LEN}", text.len())));
+            return Err(StoreError::invalid(
+                "id",
+                format!("{} bytes exceeds the limit of {MAX_ID_LEN}", text.len()),
+            ));
         }
-        let (rest, hash) = text
-            .rsplit_once('_')
-            .ok_or_else(|| StoreError::invalid("id", format!("{text:?} is not NAMESPACE_YYYYMMDD_HASH")))?;
-        let (namespace, day) = rest
-            .rsplit_once('_')
-            .ok_or_else(|| StoreError::invalid("id", format!("{text:?} has no date (NAMESPACE_YYYYMMDD_HASH)")))?;
+        let (rest, hash) = text.rsplit_once('_').ok_or_else(|| {
+            StoreError::invalid("id", format!("{text:?} is not NAMESPACE_YYYYMMDD_HASH"))
+        })?;
+        let (namespace, day) = rest.rsplit_once('_').ok_or_else(|| {
+            StoreError::invalid(
+                "id",
+                format!("{text:?} has no date (NAMESPACE_YYYYMMDD_HASH)"),
+            )
+        })?;
         let hash = ContentHash::parse(hash)?;
         let day = Day::parse(day)?;
         check_namespace(namespace)?;
-        Ok(ObjectId { namespace: namespace.into(), day, hash })
+        Ok(ObjectId {
+            namespace: namespace.into(),
+            day,
+            hash,
+        })
     }
 }
 
@@ -227,7 +259,8 @@ mod tests {
 
     #[test]
     fn namespaces_with_underscores_parse_from_the_right() {
-        let id = ObjectId::for_content("merged_result_v2", Day::new(2026, 11, 23).unwrap(), b"x").unwrap();
+        let id = ObjectId::for_content("merged_result_v2", Day::new(2026, 11, 23).unwrap(), b"x")
+            .unwrap();
         let text = id.to_string();
         assert!(text.starts_with("merged_result_v2_20261123_"), "{text}");
         assert!(text.len() <= MAX_ID_LEN);
@@ -238,18 +271,23 @@ mod tests {
 
     #[test]
     fn identical_content_on_two_days_has_the_same_hash() {
-        let a = ObjectId::for_content("spec", Day::new(2026, 1, 1).unwrap(), b"same bytes").unwrap();
-        let b = ObjectId::for_content("spec", Day::new(2026, 11, 23).unwrap(), b"same bytes").unwrap();
+        let a =
+            ObjectId::for_content("spec", Day::new(2026, 1, 1).unwrap(), b"same bytes").unwrap();
+        let b =
+            ObjectId::for_content("spec", Day::new(2026, 11, 23).unwrap(), b"same bytes").unwrap();
         assert_ne!(a, b);
         assert_eq!(a.hash(), b.hash());
         assert!(a.same_object(&b));
-        let c = ObjectId::for_content("spec", Day::new(2026, 1, 1).unwrap(), b"other bytes").unwrap();
+        let c =
+            ObjectId::for_content("spec", Day::new(2026, 1, 1).unwrap(), b"other bytes").unwrap();
         assert!(!a.same_object(&c));
     }
 
     #[test]
     fn malformed_ids_say_what_is_wrong() {
-        let good = ObjectId::for_content("ns", Day::new(2026, 2, 28).unwrap(), b"").unwrap().to_string();
+        let good = ObjectId::for_content("ns", Day::new(2026, 2, 28).unwrap(), b"")
+            .unwrap()
+            .to_string();
         let hash = good.rsplit_once('_').unwrap().1.to_string();
         let cases = [
             ("nohash".to_string(), "is not NAMESPACE_YYYYMMDD_HASH"),
@@ -257,12 +295,18 @@ mod tests {
             (format!("ns_20260230_{hash}"), "not a valid date"),
             (format!("ns_2026113_{hash}"), "not YYYYMMDD"),
             (format!("ns_20261123_{}", &hash[..31]), "lower-case base32"),
-            (format!("ns_20261123_{}", hash.to_uppercase()), "lower-case base32"),
+            (
+                format!("ns_20261123_{}", hash.to_uppercase()),
+                "lower-case base32",
+            ),
             (format!("9ns_20261123_{hash}"), "must start with a letter"),
             (format!("ns-x_20261123_{hash}"), "may hold only"),
             (format!("_20261123_{hash}"), "must be 1..=22"),
             (format!("ns__20261123_{hash}"), "must not end with _"),
-            (format!("a_very_long_namespace_name_20261123_{hash}"), "exceeds the limit"),
+            (
+                format!("a_very_long_namespace_name_20261123_{hash}"),
+                "exceeds the limit",
+            ),
         ];
         for (text, want) in cases {
             let err = text.parse::<ObjectId>().unwrap_err().to_string();

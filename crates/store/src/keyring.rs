@@ -51,7 +51,8 @@ pub struct FileKeyring {
 
 fn random32() -> Result<[u8; 32]> {
     let mut k = [0u8; 32];
-    getrandom::fill(&mut k).map_err(|e| StoreError::invalid("keyring", format!("no system randomness: {e}")))?;
+    getrandom::fill(&mut k)
+        .map_err(|e| StoreError::invalid("keyring", format!("no system randomness: {e}")))?;
     Ok(k)
 }
 
@@ -88,7 +89,11 @@ impl FileKeyring {
             version: 1,
             signing_key: hex::encode(self.signing.to_bytes()),
             mac_key: hex::encode(self.mac_key),
-            namespaces: self.namespaces.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect(),
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|(k, v)| (k.clone(), hex::encode(v)))
+                .collect(),
         };
         let text = serde_json::to_vec_pretty(&file).expect("plain struct");
         let tmp = self.path.with_extension("tmp");
@@ -122,15 +127,22 @@ impl FileKeyring {
             ));
         }
         let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
-        let file: KeyringFile = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::invalid(path.display().to_string(), format!("not a keyring: {e}")))?;
+        let file: KeyringFile = serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::invalid(path.display().to_string(), format!("not a keyring: {e}"))
+        })?;
         if file.version != 1 {
-            return Err(StoreError::invalid("keyring.version", format!("{} is not supported", file.version)));
+            return Err(StoreError::invalid(
+                "keyring.version",
+                format!("{} is not supported", file.version),
+            ));
         }
         let mut namespaces = BTreeMap::new();
         for (ns, key) in &file.namespaces {
             check_namespace(ns)?;
-            namespaces.insert(ns.clone(), key_hex(&format!("keyring.namespaces.{ns}"), key)?);
+            namespaces.insert(
+                ns.clone(),
+                key_hex(&format!("keyring.namespaces.{ns}"), key)?,
+            );
         }
         Ok(FileKeyring {
             path: path.to_path_buf(),
@@ -144,7 +156,10 @@ impl FileKeyring {
     pub fn add_encrypted_namespace(&mut self, namespace: &str) -> Result<()> {
         check_namespace(namespace)?;
         if self.namespaces.contains_key(namespace) {
-            return Err(StoreError::invalid("namespace", format!("{namespace} is already encrypted")));
+            return Err(StoreError::invalid(
+                "namespace",
+                format!("{namespace} is already encrypted"),
+            ));
         }
         self.namespaces.insert(namespace.into(), random32()?);
         self.write(false)

@@ -24,11 +24,11 @@ use crate::keyring::KeyProvider;
 use capsule_ledger::{Ledger, Record};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 
 /// Largest object, in bytes.
@@ -59,12 +59,21 @@ impl Kind {
     }
 
     pub fn parse(text: &str) -> Result<Kind> {
-        [Kind::Blob, Kind::Spec, Kind::Artifact, Kind::Composite, Kind::MergedResult]
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| {
-                StoreError::invalid("kind", format!("{text:?} is not blob, spec, artifact, composite or merged_result"))
-            })
+        [
+            Kind::Blob,
+            Kind::Spec,
+            Kind::Artifact,
+            Kind::Composite,
+            Kind::MergedResult,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+        .ok_or_else(|| {
+            StoreError::invalid(
+                "kind",
+                format!("{text:?} is not blob, spec, artifact, composite or merged_result"),
+            )
+        })
     }
 }
 
@@ -98,11 +107,15 @@ pub struct Store {
 }
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
 }
 
 impl Store {
@@ -128,7 +141,12 @@ impl Store {
                id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, hash TEXT NOT NULL,
                cube INTEGER NOT NULL, path TEXT NOT NULL, reason TEXT NOT NULL, moved_ns INTEGER NOT NULL);",
         )?;
-        let store = Store { dir: dir.to_path_buf(), keys, db: Mutex::new(conn), ledger };
+        let store = Store {
+            dir: dir.to_path_buf(),
+            keys,
+            db: Mutex::new(conn),
+            ledger,
+        };
         let fingerprint = {
             let mut h = Sha256::new();
             h.update(b"capsule store keyring\0");
@@ -137,21 +155,37 @@ impl Store {
             hex::encode(h.finalize())
         };
         store.check_or_record("keyring", &fingerprint, || {
-            format!("{}: the keyring is not the one this store was written with", dir.display())
+            format!(
+                "{}: the keyring is not the one this store was written with",
+                dir.display()
+            )
         })?;
         Ok(store)
     }
 
     /// Compare a stored check value with `value`, recording it the first time.
-    fn check_or_record(&self, name: &str, value: &str, mismatch: impl FnOnce() -> String) -> Result<()> {
+    fn check_or_record(
+        &self,
+        name: &str,
+        value: &str,
+        mismatch: impl FnOnce() -> String,
+    ) -> Result<()> {
         let db = self.db();
-        let stored: Option<String> =
-            db.query_row("SELECT value FROM store_meta WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        let stored: Option<String> = db
+            .query_row(
+                "SELECT value FROM store_meta WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
         match stored {
             Some(v) if v == value => Ok(()),
             Some(_) => Err(StoreError::invalid("key", mismatch())),
             None => {
-                db.execute("INSERT INTO store_meta (name, value) VALUES (?1, ?2)", params![name, value])?;
+                db.execute(
+                    "INSERT INTO store_meta (name, value) VALUES (?1, ?2)",
+                    params![name, value],
+                )?;
                 Ok(())
             }
         }
@@ -163,9 +197,14 @@ impl Store {
         let key = self.keys.aead_key(namespace);
         match (encrypted, key) {
             (false, _) => Ok(()),
-            (true, None) => Err(StoreError::invalid("key", format!("namespace {namespace} is encrypted and the keyring has no key for it"))),
+            (true, None) => Err(StoreError::invalid(
+                "key",
+                format!("namespace {namespace} is encrypted and the keyring has no key for it"),
+            )),
             (true, Some(key)) => {
-                let check = hex::encode(Sha256::digest([&b"capsule store aead check\0"[..], &key].concat()));
+                let check = hex::encode(Sha256::digest(
+                    [&b"capsule store aead check\0"[..], &key].concat(),
+                ));
                 self.check_or_record(&format!("aead:{namespace}"), &check, || {
                     format!("the keyring's key for namespace {namespace} is not the one its objects were written with")
                 })
@@ -178,7 +217,10 @@ impl Store {
     }
 
     fn cube_path(&self, namespace: &str, hash: &ContentHash, index: u32) -> PathBuf {
-        self.dir.join("cubes").join(namespace).join(format!("{hash}.{index}.cube"))
+        self.dir
+            .join("cubes")
+            .join(namespace)
+            .join(format!("{hash}.{index}.cube"))
     }
 
     /// Store `bytes` in `namespace`; returns its ID (minted today). The same
@@ -186,7 +228,10 @@ impl Store {
     pub fn put(&self, namespace: &str, kind: Kind, bytes: &[u8]) -> Result<ObjectId> {
         check_namespace(namespace)?;
         if bytes.len() as u64 > MAX_OBJECT {
-            return Err(StoreError::invalid("object", format!("{} bytes exceeds the limit of {MAX_OBJECT}", bytes.len())));
+            return Err(StoreError::invalid(
+                "object",
+                format!("{} bytes exceeds the limit of {MAX_OBJECT}", bytes.len()),
+            ));
         }
         let id = ObjectId::for_content(namespace, Day::today(), bytes)?;
         let hash = *id.hash();
@@ -210,7 +255,15 @@ impl Store {
         for i in 0..count {
             let start = i as usize * chunk;
             let part = &bytes[start.min(bytes.len())..(start + chunk).min(bytes.len())];
-            let sealed = cube::seal(self.keys.as_ref(), namespace, &hash, bytes.len() as u64, i, count, part)?;
+            let sealed = cube::seal(
+                self.keys.as_ref(),
+                namespace,
+                &hash,
+                bytes.len() as u64,
+                i,
+                count,
+                part,
+            )?;
             let path = self.cube_path(namespace, &hash, i);
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             let write = || -> std::io::Result<()> {
@@ -232,11 +285,23 @@ impl Store {
     }
 
     /// Store a typed JSON artifact, in canonical form (sorted keys, compact).
-    pub fn put_json(&self, namespace: &str, kind: Kind, value: &serde_json::Value) -> Result<ObjectId> {
+    pub fn put_json(
+        &self,
+        namespace: &str,
+        kind: Kind,
+        value: &serde_json::Value,
+    ) -> Result<ObjectId> {
         if kind == Kind::Blob {
-            return Err(StoreError::invalid("kind", "a JSON artifact is spec, artifact, composite or merged_result"));
+            return Err(StoreError::invalid(
+                "kind",
+                "a JSON artifact is spec, artifact, composite or merged_result",
+            ));
         }
-        self.put(namespace, kind, &capsule_ledger::entry::canonical_json(value))
+        self.put(
+            namespace,
+            kind,
+            &capsule_ledger::entry::canonical_json(value),
+        )
     }
 
     /// What the index knows of `id` (any day).
@@ -284,7 +349,9 @@ impl Store {
             let mut stmt = db.prepare(
                 "SELECT namespace, day, hash FROM objects WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, hash",
             )?;
-            let rows = stmt.query_map([namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+            let rows = stmt
+                .query_map([namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
             rows
         };
         rows.into_iter()
@@ -313,7 +380,12 @@ impl Store {
     /// Move a failed cube to quarantine, mark its object, audit it, and
     /// return the error to report.
     fn quarantine(&self, id: &ObjectId, index: u32, path: &Path, err: CubeError) -> StoreError {
-        let target = self.dir.join("quarantine").join(format!("{}_{}.{index}.{}.cube", id.namespace(), id.hash(), now_ns()));
+        let target = self.dir.join("quarantine").join(format!(
+            "{}_{}.{index}.{}.cube",
+            id.namespace(),
+            id.hash(),
+            now_ns()
+        ));
         let moved = match fs::rename(path, &target) {
             Ok(()) => target.display().to_string(),
             Err(_) => format!("{} (could not be moved)", path.display()),
@@ -340,11 +412,21 @@ impl Store {
         if let Err(e) = recorded {
             return e;
         }
-        StoreError::Corrupt { file: path.display().to_string(), offset: err.offset, reason: err.reason }
+        StoreError::Corrupt {
+            file: path.display().to_string(),
+            offset: err.offset,
+            reason: err.reason,
+        }
     }
 
     fn expected<'a>(id: &'a ObjectId, info: &ObjectInfo, index: u32) -> Expected<'a> {
-        Expected { namespace: id.namespace(), hash: id.hash(), index, count: info.cubes, object_len: info.length }
+        Expected {
+            namespace: id.namespace(),
+            hash: id.hash(),
+            index,
+            count: info.cubes,
+            object_len: info.length,
+        }
     }
 
     fn read_cube(&self, id: &ObjectId, info: &ObjectInfo, index: u32) -> Result<Vec<u8>> {
@@ -352,7 +434,15 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.quarantine(id, index, &path, CubeError { offset: 0, reason: "cube file is missing".into() }))
+                return Err(self.quarantine(
+                    id,
+                    index,
+                    &path,
+                    CubeError {
+                        offset: 0,
+                        reason: "cube file is missing".into(),
+                    },
+                ))
             }
             Err(e) => return Err(StoreError::io(&path, e)),
         };
@@ -369,7 +459,15 @@ impl Store {
         }
         if out.len() as u64 != info.length || ContentHash::of(&out) != *id.hash() {
             let path = self.cube_path(id.namespace(), id.hash(), 0);
-            return Err(self.quarantine(id, 0, &path, CubeError { offset: 0, reason: "object does not hash to its ID".into() }));
+            return Err(self.quarantine(
+                id,
+                0,
+                &path,
+                CubeError {
+                    offset: 0,
+                    reason: "object does not hash to its ID".into(),
+                },
+            ));
         }
         Ok(out)
     }
@@ -378,10 +476,14 @@ impl Store {
     pub fn get_json(&self, id: &ObjectId) -> Result<(Kind, serde_json::Value)> {
         let info = self.stat(id)?;
         if info.kind == Kind::Blob {
-            return Err(StoreError::invalid("id", format!("{id} is a blob, not a JSON artifact")));
+            return Err(StoreError::invalid(
+                "id",
+                format!("{id} is a blob, not a JSON artifact"),
+            ));
         }
         let bytes = self.get(id)?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::invalid("artifact", e.to_string()))?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::invalid("artifact", e.to_string()))?;
         Ok((info.kind, value))
     }
 
@@ -390,16 +492,28 @@ impl Store {
     /// an encrypted cube is verified and decrypted whole.
     pub fn get_range(&self, id: &ObjectId, offset: u64, len: u64) -> Result<Vec<u8>> {
         let info = self.servable(id)?;
-        let end = offset.checked_add(len).filter(|&e| e <= info.length).ok_or_else(|| {
-            StoreError::invalid("range", format!("{offset}+{len} is outside the object's {} bytes", info.length))
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= info.length)
+            .ok_or_else(|| {
+                StoreError::invalid(
+                    "range",
+                    format!(
+                        "{offset}+{len} is outside the object's {} bytes",
+                        info.length
+                    ),
+                )
+            })?;
         let chunk = capacity(info.encrypted) as u64;
         let mut out = Vec::with_capacity(len as usize);
         let mut pos = offset;
         while pos < end {
             let index = (pos / chunk) as u32;
             let cube_start = index as u64 * chunk;
-            let (from, to) = ((pos - cube_start) as usize, ((end - cube_start).min(chunk)) as usize);
+            let (from, to) = (
+                (pos - cube_start) as usize,
+                ((end - cube_start).min(chunk)) as usize,
+            );
             if info.encrypted {
                 out.extend_from_slice(&self.read_cube(id, &info, index)?[from..to]);
             } else {
@@ -410,21 +524,42 @@ impl Store {
         Ok(out)
     }
 
-    fn read_plain_range(&self, id: &ObjectId, info: &ObjectInfo, index: u32, from: usize, to: usize) -> Result<Vec<u8>> {
+    fn read_plain_range(
+        &self,
+        id: &ObjectId,
+        info: &ObjectInfo,
+        index: u32,
+        from: usize,
+        to: usize,
+    ) -> Result<Vec<u8>> {
         let path = self.cube_path(id.namespace(), id.hash(), index);
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.quarantine(id, index, &path, CubeError { offset: 0, reason: "cube file is missing".into() }))
+                return Err(self.quarantine(
+                    id,
+                    index,
+                    &path,
+                    CubeError {
+                        offset: 0,
+                        reason: "cube file is missing".into(),
+                    },
+                ))
             }
             Err(e) => return Err(StoreError::io(&path, e)),
         };
         let file_len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len() as usize;
         let prefix_len = (cube::HEADER_LEN + 32 * cube::VERTICES + 96).min(file_len);
         let mut prefix = vec![0u8; prefix_len];
-        file.read_exact_at(&mut prefix, 0).map_err(|e| StoreError::io(&path, e))?;
-        let verified = cube::verify_prefix(self.keys.as_ref(), &Self::expected(id, info, index), &prefix, file_len)
-            .map_err(|e| self.quarantine(id, index, &path, e))?;
+        file.read_exact_at(&mut prefix, 0)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let verified = cube::verify_prefix(
+            self.keys.as_ref(),
+            &Self::expected(id, info, index),
+            &prefix,
+            file_len,
+        )
+        .map_err(|e| self.quarantine(id, index, &path, e))?;
         let (first, last) = (from / VERTEX_BYTES, (to - 1) / VERTEX_BYTES);
         let span_start = first * VERTEX_BYTES;
         let span_end = ((last + 1) * VERTEX_BYTES).min(verified.header.stored_len);
@@ -432,7 +567,9 @@ impl Store {
         file.read_exact_at(&mut span, (verified.payload_offset + span_start) as u64)
             .map_err(|e| StoreError::io(&path, e))?;
         for (k, vertex) in span.chunks(VERTEX_BYTES).enumerate() {
-            verified.check_vertex(self.keys.as_ref(), first + k, vertex).map_err(|e| self.quarantine(id, index, &path, e))?;
+            verified
+                .check_vertex(self.keys.as_ref(), first + k, vertex)
+                .map_err(|e| self.quarantine(id, index, &path, e))?;
         }
         Ok(span[from - span_start..to - span_start].to_vec())
     }
@@ -443,7 +580,9 @@ impl Store {
     /// `object:<this object's ID>`, and each decision deletes once.
     pub fn delete(&self, id: &ObjectId, decision_seq: u64) -> Result<()> {
         let entry = self.ledger.entry(decision_seq)?;
-        let refuse = |reason: String| StoreError::invalid("decision", format!("ledger entry {decision_seq}: {reason}"));
+        let refuse = |reason: String| {
+            StoreError::invalid("decision", format!("ledger entry {decision_seq}: {reason}"))
+        };
         let r = &entry.record;
         if r.meta.get("kind").and_then(|k| k.as_str()) != Some("policy.decision") {
             return Err(refuse("is not a policy decision".into()));
@@ -451,7 +590,10 @@ impl Store {
         if r.action != "object.delete" {
             return Err(refuse(format!("decides {:?}, not object.delete", r.action)));
         }
-        let named: Option<ObjectId> = r.subject.strip_prefix("object:").and_then(|t| t.parse().ok());
+        let named: Option<ObjectId> = r
+            .subject
+            .strip_prefix("object:")
+            .and_then(|t| t.parse().ok());
         if !named.is_some_and(|n| n.same_object(id)) {
             return Err(refuse(format!("is about {:?}, not object:{id}", r.subject)));
         }
@@ -461,7 +603,11 @@ impl Store {
         let info = self.stat(id)?;
         let used: Option<i64> = self
             .db()
-            .query_row("SELECT decision_seq FROM deletions WHERE decision_seq = ?1", [decision_seq as i64], |row| row.get(0))
+            .query_row(
+                "SELECT decision_seq FROM deletions WHERE decision_seq = ?1",
+                [decision_seq as i64],
+                |row| row.get(0),
+            )
             .optional()?;
         if used.is_some() {
             return Err(refuse("was already used for a deletion".into()));
@@ -516,7 +662,8 @@ impl Store {
     /// Every quarantined cube, oldest first.
     pub fn quarantined(&self) -> Result<Vec<Quarantined>> {
         let db = self.db();
-        let mut stmt = db.prepare("SELECT namespace, hash, cube, path, reason FROM quarantine ORDER BY id")?;
+        let mut stmt =
+            db.prepare("SELECT namespace, hash, cube, path, reason FROM quarantine ORDER BY id")?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(Quarantined {
