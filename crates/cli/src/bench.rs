@@ -156,6 +156,11 @@ impl Drop for Reference {
 /// The reference script does the same (`WARMUP_S`).
 const WARMUP: std::time::Duration = std::time::Duration::from_millis(150);
 
+/// The `p`-quantile (0..=1) of sorted values, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -3,6 +3,7 @@
 //! hash-chained JSON-lines log that signs every entry with Ed25519
 //! ([`ChainLog`], written here for the comparison).
 
+use crate::bench::percentile;
 use anyhow::{bail, Result};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use capsule_ledger::{merkle, Ledger, LedgerConfig, LogReader, Record};
@@ -95,10 +96,6 @@ impl Report {
         };
         self.add(&format!("ratio.{name}"), ratio, "x");
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 pub fn run(args: AuditBenchArgs) -> Result<ExitCode> {

@@ -2,6 +2,7 @@
 //! guardian, autonomy table, lane guard; no ledger append) with the default
 //! set and with 100 rules, and decisions per second on one core.
 
+use crate::bench::percentile;
 use anyhow::Result;
 use capsule_policy::engine::{evaluate, Circumstances};
 use capsule_policy::{Affect, DecisionRequest, Lane, Mode, RuleSet, SafetyLevel};
@@ -76,10 +77,6 @@ fn requests() -> Vec<DecisionRequest> {
         ..base.clone()
     })
     .collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 pub fn run(args: PolicyBenchArgs) -> Result<ExitCode> {

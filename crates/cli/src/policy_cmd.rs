@@ -5,7 +5,6 @@ use anyhow::{bail, Context, Result};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use capsule_ledger::keys::{create_key_file, load_key_file};
 use capsule_ledger::note::NoteSigner;
-use capsule_ledger::{Ledger, LedgerConfig, LedgerError};
 use capsule_policy::approvals::{approval_statement, ApprovalQueue};
 use capsule_policy::engine::{evaluate, Circumstances};
 use capsule_policy::killswitch::{disarm_statement, KillSwitch, OperatorSignature, TRIGGER_FILE};
@@ -14,7 +13,6 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Args)]
 pub struct PolicyArgs {
@@ -213,9 +211,7 @@ fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
     let d = evaluate(&rules, &circumstances, &req)?;
     let mut recorded = json!(null);
     if a.record {
-        let Some(ledger) = open_ledger(data)? else {
-            bail!("a running service holds the ledger; decide through its API");
-        };
+        let ledger = data_dir::open_ledger(data)?;
         let receipt = ledger.append(capsule_policy::engine::decision_record(
             &req,
             &circumstances,
@@ -316,25 +312,10 @@ fn who() -> String {
     format!("cli:{user}")
 }
 
-/// Open the data directory's ledger as its writer; `None` if a running
-/// service holds it.
-fn open_ledger(data: &Path) -> Result<Option<Arc<Ledger>>> {
-    let dir = data_dir::ledger(data);
-    match Ledger::open_or_create(
-        &dir,
-        &crate::audit_cmd::new_origin(),
-        LedgerConfig::default(),
-    ) {
-        Ok(l) => Ok(Some(Arc::new(l))),
-        Err(LedgerError::Locked { .. }) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("opening the ledger in {}", dir.display())),
-    }
-}
-
 pub fn run_kill(args: KillArgs) -> Result<ExitCode> {
     let data = data_dir::data_dir(args.data.as_deref());
     let state = data_dir::state(&data);
-    let Some(ledger) = open_ledger(&data)? else {
+    let Some(ledger) = data_dir::try_open_ledger(&data)? else {
         if let KillCommand::Arm { .. } = args.command {
             std::fs::create_dir_all(&state)?;
             std::fs::write(state.join(TRIGGER_FILE), format!("armed by {}\n", who()))?;
@@ -480,9 +461,7 @@ pub fn run_approvals(args: ApprovalsArgs) -> Result<ExitCode> {
             let signature =
                 B64.encode(signer.sign(approval_statement(id, &approval.digest).as_bytes()));
             let (_, config) = load_policy(&data)?;
-            let Some(ledger) = open_ledger(&data)? else {
-                bail!("a running service holds the ledger; sign through its API");
-            };
+            let ledger = data_dir::open_ledger(&data)?;
             let after = queue.sign(
                 id,
                 &signer.verifier().to_string(),

@@ -2,7 +2,6 @@
 
 use crate::data_dir;
 use anyhow::{bail, Context, Result};
-use capsule_ledger::{Ledger, LedgerConfig, LedgerError};
 use capsule_store::{FileKeyring, Kind, ObjectId, Store};
 use clap::{Args, Subcommand};
 use std::io::Write;
@@ -75,22 +74,7 @@ fn keyring(data: &Path) -> Result<FileKeyring> {
 }
 
 fn open_store(data: &Path) -> Result<Store> {
-    let ledger_dir = data_dir::ledger(data);
-    let ledger = match Ledger::open_or_create(
-        &ledger_dir,
-        &crate::audit_cmd::new_origin(),
-        LedgerConfig::default(),
-    ) {
-        Ok(l) => Arc::new(l),
-        Err(LedgerError::Locked { .. }) => bail!(
-            "a running service holds the ledger in {}; use its API",
-            ledger_dir.display()
-        ),
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("opening the ledger in {}", ledger_dir.display()))
-        }
-    };
+    let ledger = data_dir::open_ledger(data)?;
     Ok(Store::open(
         &data.join("store"),
         Arc::new(keyring(data)?),

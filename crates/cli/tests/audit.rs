@@ -1,29 +1,22 @@
 //! `capsule audit` as a user runs it, and the crash test: a writer process
 //! killed with SIGKILL at random moments loses no acknowledged entry.
 
+mod common;
+use common::ok;
+
 use capsule_ledger::merkle::leaf_hash;
 use capsule_ledger::{verify, Ledger, LedgerConfig, VerifierKey};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn capsule(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_capsule"));
     c.arg("audit").arg("--dir").arg(dir);
     c
-}
-
-fn ok(out: Output) -> String {
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 fn append(dir: &Path, n: u32) {

@@ -1,5 +1,8 @@
 //! `capsule policy`, `capsule kill` and `capsule approvals` as a user runs them.
 
+mod common;
+use common::ok;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -11,16 +14,6 @@ fn capsule(args: &[&str], data: &Path) -> Output {
         .arg(data)
         .output()
         .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 fn eval(data: &Path, action: &str, resource: &str, context: &str) -> Value {
@@ -41,6 +34,19 @@ fn eval(data: &Path, action: &str, resource: &str, context: &str) -> Value {
         data,
     ));
     serde_json::from_str(&out).unwrap()
+}
+
+/// Make key DATA/keys/NAME.pem and list it in DATA/policy/policy.json
+/// under `role` (`operators` or `approvers`).
+fn register_key(data: &Path, name: &str, role: &str) {
+    let keys = data.join("keys");
+    let line = ok(capsule(
+        &["policy", "keygen", name, "--out", keys.to_str().unwrap()],
+        data,
+    ));
+    std::fs::create_dir_all(data.join("policy")).unwrap();
+    let config = serde_json::json!({ role: [line.trim()] });
+    std::fs::write(data.join("policy/policy.json"), config.to_string()).unwrap();
 }
 
 #[test]
@@ -115,16 +121,7 @@ fn the_cli_arms_the_kill_switch_and_an_operator_key_disarms_it() {
     assert!(status["by"].as_str().unwrap().starts_with("cli:"));
     // An operator key, registered in policy.json, disarms.
     let keys = data.join("keys");
-    let line = ok(capsule(
-        &["policy", "keygen", "ops", "--out", keys.to_str().unwrap()],
-        data,
-    ));
-    std::fs::create_dir_all(data.join("policy")).unwrap();
-    std::fs::write(
-        data.join("policy/policy.json"),
-        serde_json::json!({"operators": [line.trim()]}).to_string(),
-    )
-    .unwrap();
+    register_key(data, "ops", "operators");
     let stranger = ok(capsule(
         &["policy", "keygen", "eve", "--out", keys.to_str().unwrap()],
         data,
@@ -177,16 +174,7 @@ fn a_recorded_critical_action_waits_for_an_approver_signature() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path();
     let keys = data.join("keys");
-    let line = ok(capsule(
-        &["policy", "keygen", "ann", "--out", keys.to_str().unwrap()],
-        data,
-    ));
-    std::fs::create_dir_all(data.join("policy")).unwrap();
-    std::fs::write(
-        data.join("policy/policy.json"),
-        serde_json::json!({"approvers": [line.trim()]}).to_string(),
-    )
-    .unwrap();
+    register_key(data, "ann", "approvers");
     let ctx = r#"{"level": "critical", "affect": {"confidence": 0.9, "empathy": 0.9, "safety": 0.99}, "args": {"steps": 3}}"#;
     let out = ok(capsule(
         &[

@@ -1,17 +1,10 @@
 //! `capsule store` and `capsule bench store` as a user runs them.
 
-use serde_json::Value;
-use std::process::{Command, Output};
+mod common;
+use common::ok;
 
-fn ok(out: Output) -> String {
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
+use serde_json::Value;
+use std::process::Command;
 
 #[test]
 fn put_get_verify_and_a_damaged_cube_in_quarantine() {

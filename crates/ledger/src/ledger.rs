@@ -236,10 +236,12 @@ impl Ledger {
 
         let keys = KeyStore::new(&layout.keys(), &meta.origin);
         let first_key = keys.load_public(1)?;
-        let r = recover(&layout, &meta.origin, first_key)?;
+        // One set of read handles serves recovery and then the readers;
+        // recovery only truncates or extends these files, never replaces them.
+        let files = Files::open(&layout)?;
+        let r = recover(&layout, &files, &meta.origin, first_key)?;
         let (_, signer) = keys.find(&r.current_key)?;
         let signer: Arc<dyn NoteSigner> = Arc::new(signer);
-        let files = Files::open(&layout)?;
         let shared = Arc::new(Shared {
             layout,
             origin: meta.origin,
@@ -723,10 +725,13 @@ struct Recovered {
 }
 
 /// Bring the files back to a consistent state, or refuse.
-fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Recovered> {
-    let files = Files::open(layout)?;
+fn recover(
+    layout: &Layout,
+    files: &Files,
+    origin: &str,
+    first_key: VerifierKey,
+) -> Result<Recovered> {
     let acked = files.stored_size()?;
-    drop(files);
     let mut schedule = KeySchedule::new(origin, first_key);
     let scan = scan(layout, acked, |_, payload| {
         if peek_action(payload) == Some(ROTATE_ACTION.as_bytes()) {
@@ -798,7 +803,7 @@ fn recover(layout: &Layout, origin: &str, first_key: VerifierKey) -> Result<Reco
                     "newest checkpoint covers {size} entries; {acked} are acknowledged"
                 )));
             }
-            if merkle::root(&Files::open(layout)?, size)? != *cp.root() {
+            if merkle::root(files, size)? != *cp.root() {
                 return Err(corrupt(format!(
                     "checkpoint root for size {size} does not match the entries"
                 )));

@@ -93,11 +93,10 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
             format!("holds {} slots for {n} entries", s.stored_index),
         ));
     }
-    for path in [layout.nodes(), layout.index()] {
+    for (path, item) in [(layout.nodes(), 32), (layout.index(), 8)] {
         let len = std::fs::metadata(&path)
             .map_err(LedgerError::io(&path))?
             .len();
-        let item = if path == layout.nodes() { 32 } else { 8 };
         if len % item != 0 {
             return Err(LedgerError::corrupt(
                 &path,

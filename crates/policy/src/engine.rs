@@ -181,6 +181,17 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
             policy_version: rules.version().into(),
             mode: c.mode,
         };
+    // A refusal before the autonomy table: no rule number, and always a way to pass.
+    let refused = |reason: &str, policies, explanation: String, would_pass: String| {
+        decision(
+            Outcome::Blocked,
+            reason,
+            policies,
+            None,
+            explanation,
+            Some(would_pass),
+        )
+    };
     req.affect.validate()?;
     if !req.args.is_object() {
         return Err(PolicyError::invalid("args", "must be a JSON object"));
@@ -238,14 +249,7 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
                 format!("a permit policy for {} on {}", req.action, resource.kind()),
             )
         };
-        return Ok(decision(
-            Outcome::Blocked,
-            reason,
-            answer.policies,
-            None,
-            explanation,
-            Some(would_pass),
-        ));
+        return Ok(refused(reason, answer.policies, explanation, would_pass));
     }
     if let Some(refusal) = c.guardian.check(req.risk, req.drift)? {
         let (reason, explanation, would_pass) = match refusal {
@@ -260,14 +264,7 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
                 format!("drift ≤ {max}"),
             ),
         };
-        return Ok(decision(
-            Outcome::Blocked,
-            reason,
-            answer.policies,
-            None,
-            explanation,
-            Some(would_pass),
-        ));
+        return Ok(refused(reason, answer.policies, explanation, would_pass));
     }
     let ruling = autonomy::decide(&Situation {
         emergency_stop: false,

@@ -1,25 +1,10 @@
 //! The default policy set decides exactly as SPEC P1 says.
 
-use capsule_policy::engine::{evaluate, Circumstances};
-use capsule_policy::{Affect, DecisionRequest, Lane, Mode, Outcome, RuleSet, SafetyLevel};
+mod common;
+use common::request;
 
-fn request(action: &str, resource: &str) -> DecisionRequest {
-    DecisionRequest {
-        principal: "agent:alice".into(),
-        action: action.into(),
-        resource: resource.into(),
-        lane: Lane::Prod,
-        level: SafetyLevel::Low,
-        affect: Affect {
-            confidence: Some(0.9),
-            empathy: Some(0.9),
-            safety: Some(0.99),
-        },
-        risk: None,
-        drift: None,
-        args: serde_json::json!({}),
-    }
-}
+use capsule_policy::engine::{evaluate, Circumstances};
+use capsule_policy::{DecisionRequest, Lane, Mode, Outcome, RuleSet};
 
 fn circumstances() -> Circumstances {
     Circumstances {

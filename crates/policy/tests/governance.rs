@@ -3,6 +3,8 @@
 //! exactly-once release, hot reload that keeps the old set on error, and
 //! shadow replay over more than 10 000 recorded decisions.
 
+mod common;
+
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use capsule_ledger::note::{KeySigner, NoteSigner};
 use capsule_ledger::{Ledger, LedgerConfig, VerifierKey};
@@ -10,7 +12,7 @@ use capsule_policy::approvals::{approval_statement, ApprovalQueue, ApprovalReque
 use capsule_policy::engine::{decision_record, evaluate, Circumstances};
 use capsule_policy::killswitch::{disarm_statement, KillSwitch, OperatorSignature};
 use capsule_policy::{
-    Affect, DecisionRequest, Lane, Mode, Outcome, PolicyConfig, PolicyEngine, RuleSet, SafetyLevel,
+    DecisionRequest, Mode, Outcome, PolicyConfig, PolicyEngine, RuleSet, SafetyLevel,
 };
 use ed25519_dalek::SigningKey;
 use std::path::Path;
@@ -33,21 +35,9 @@ fn ledger(dir: &Path) -> Arc<Ledger> {
 }
 
 fn step() -> DecisionRequest {
-    DecisionRequest {
-        principal: "agent:alice".into(),
-        action: "brain.step".into(),
-        resource: "kernel:main".into(),
-        lane: Lane::Prod,
-        level: SafetyLevel::Low,
-        affect: Affect {
-            confidence: Some(0.9),
-            empathy: Some(0.9),
-            safety: Some(0.99),
-        },
-        risk: None,
-        drift: None,
-        args: serde_json::json!({"gw": [0.1, 0.2]}),
-    }
+    let mut req = common::request("brain.step", "kernel:main");
+    req.args = serde_json::json!({"gw": [0.1, 0.2]});
+    req
 }
 
 fn engine(dir: &Path, config: PolicyConfig) -> PolicyEngine {
@@ -69,6 +59,17 @@ fn disarm_sig(s: &KeySigner, nonce: &str) -> OperatorSignature {
         key: s.verifier().to_string(),
         signature: B64.encode(s.sign(disarm_statement(nonce).as_bytes())),
     }
+}
+
+/// Poll `done` every 10 ms for up to 2 s; whether it became true.
+fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
 }
 
 fn entries(ledger: &Ledger) -> Vec<capsule_ledger::AuditEntry> {
@@ -179,25 +180,16 @@ fn sigusr1_arms_and_names_the_sender() {
     let e = engine(tmp.path(), PolicyConfig::default());
     let _listener = e.kill_switch().listen_sigusr1().unwrap();
     signal_hook::low_level::raise(signal_hook::consts::SIGUSR1).unwrap();
-    for _ in 0..100 {
-        if e.kill_switch().is_armed() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(|| e.kill_switch().is_armed());
     assert_eq!(e.decide(&step()).unwrap().reason, "kill_switch");
     // Decisions are refused first; the ledger entry follows within moments.
-    let mut arm = None;
-    for _ in 0..100 {
-        arm = entries(e.ledger())
+    let find_arm = || {
+        entries(e.ledger())
             .into_iter()
-            .find(|x| x.record.action == "kill.arm");
-        if arm.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let arm = arm.expect("the arming is recorded");
+            .find(|x| x.record.action == "kill.arm")
+    };
+    assert!(wait_for(|| find_arm().is_some()), "the arming is recorded");
+    let arm = find_arm().unwrap();
     assert!(
         arm.record
             .actor
@@ -401,14 +393,7 @@ fn the_policy_directory_is_reloaded_when_a_file_changes() {
     let before = e.rules().version().to_string();
     std::thread::sleep(Duration::from_millis(60));
     std::fs::write(dir.join("a.cedar"), "@id(\"measure-only\") permit(principal, action == Capsule::Action::\"brain.measure\", resource);\n").unwrap();
-    let mut reloaded = false;
-    for _ in 0..100 {
-        std::thread::sleep(Duration::from_millis(20));
-        if e.rules().version() != before {
-            reloaded = true;
-            break;
-        }
-    }
+    let reloaded = wait_for(|| e.rules().version() != before);
     assert!(reloaded, "the watcher did not pick up the new file");
     assert_eq!(e.decide(&step()).unwrap().reason, "policy_no_permit");
     // A broken edit is rejected and the set loaded above keeps deciding.
@@ -418,15 +403,11 @@ fn the_policy_directory_is_reloaded_when_a_file_changes() {
         "permit(principal,, action, resource);\n",
     )
     .unwrap();
-    for _ in 0..100 {
-        std::thread::sleep(Duration::from_millis(20));
-        if entries(e.ledger())
+    wait_for(|| {
+        entries(e.ledger())
             .iter()
             .any(|x| x.record.action == "policy.reload" && x.record.decision == "rejected")
-        {
-            break;
-        }
-    }
+    });
     assert_eq!(e.rules().version(), good);
     let rejected = entries(e.ledger())
         .into_iter()

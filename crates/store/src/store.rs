@@ -304,34 +304,44 @@ impl Store {
         )
     }
 
+    /// The index columns an [`ObjectInfo`] is read from.
+    const INFO_COLUMNS: &'static str =
+        "namespace, day, hash, kind, length, cubes, encrypted, status";
+
+    fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ObjectInfo, String)> {
+        let (ns, day, hash): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let info = ObjectInfo {
+            id: format!("{ns}_{day}_{hash}"),
+            kind: Kind::Blob,
+            length: r.get::<_, i64>(4)? as u64,
+            cubes: r.get(5)?,
+            encrypted: r.get(6)?,
+            status: r.get(7)?,
+        };
+        Ok((info, r.get(3)?))
+    }
+
+    /// Finish a row read by [`Self::info_from_row`]: parse its kind.
+    fn with_kind((mut info, kind): (ObjectInfo, String)) -> Result<ObjectInfo> {
+        info.kind = Kind::parse(&kind)?;
+        Ok(info)
+    }
+
     /// What the index knows of `id` (any day).
     pub fn stat(&self, id: &ObjectId) -> Result<ObjectInfo> {
         let row = self
             .db()
             .query_row(
-                "SELECT day, kind, length, cubes, encrypted, status FROM objects WHERE namespace = ?1 AND hash = ?2",
+                &format!(
+                    "SELECT {} FROM objects WHERE namespace = ?1 AND hash = ?2",
+                    Self::INFO_COLUMNS
+                ),
                 params![id.namespace(), id.hash().to_string()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, u32>(3)?,
-                        r.get::<_, bool>(4)?,
-                        r.get::<_, String>(5)?,
-                    ))
-                },
+                Self::info_from_row,
             )
             .optional()?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        Ok(ObjectInfo {
-            id: format!("{}_{}_{}", id.namespace(), row.0, id.hash()),
-            kind: Kind::parse(&row.1)?,
-            length: row.2 as u64,
-            cubes: row.3,
-            encrypted: row.4,
-            status: row.5,
-        })
+        Self::with_kind(row)
     }
 
     pub fn exists(&self, id: &ObjectId) -> Result<bool> {
@@ -344,19 +354,13 @@ impl Store {
 
     /// Every object (of `namespace`), in namespace and hash order.
     pub fn list(&self, namespace: Option<&str>) -> Result<Vec<ObjectInfo>> {
-        let rows: Vec<(String, String, String)> = {
-            let db = self.db();
-            let mut stmt = db.prepare(
-                "SELECT namespace, day, hash FROM objects WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, hash",
-            )?;
-            let rows = stmt
-                .query_map([namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
-            rows
-        };
-        rows.into_iter()
-            .map(|(ns, day, hash)| self.stat(&format!("{ns}_{day}_{hash}").parse()?))
-            .collect()
+        let db = self.db();
+        let mut stmt = db.prepare(&format!(
+            "SELECT {} FROM objects WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, hash",
+            Self::INFO_COLUMNS
+        ))?;
+        let rows = stmt.query_map([namespace], Self::info_from_row)?;
+        rows.map(|row| Self::with_kind(row?)).collect()
     }
 
     fn servable(&self, id: &ObjectId) -> Result<ObjectInfo> {
@@ -429,23 +433,26 @@ impl Store {
         }
     }
 
-    fn read_cube(&self, id: &ObjectId, info: &ObjectInfo, index: u32) -> Result<Vec<u8>> {
+    /// Open cube `index` of `id`; a missing cube file is a failed cube.
+    fn open_cube(&self, id: &ObjectId, index: u32) -> Result<(PathBuf, File)> {
         let path = self.cube_path(id.namespace(), id.hash(), index);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
+        match File::open(&path) {
+            Ok(file) => Ok((path, file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.quarantine(
-                    id,
-                    index,
-                    &path,
-                    CubeError {
-                        offset: 0,
-                        reason: "cube file is missing".into(),
-                    },
-                ))
+                let missing = CubeError {
+                    offset: 0,
+                    reason: "cube file is missing".into(),
+                };
+                Err(self.quarantine(id, index, &path, missing))
             }
-            Err(e) => return Err(StoreError::io(&path, e)),
-        };
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    fn read_cube(&self, id: &ObjectId, info: &ObjectInfo, index: u32) -> Result<Vec<u8>> {
+        let (path, mut file) = self.open_cube(id, index)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| StoreError::io(&path, e))?;
         cube::open(self.keys.as_ref(), &Self::expected(id, info, index), &bytes)
             .map_err(|e| self.quarantine(id, index, &path, e))
     }
@@ -453,9 +460,13 @@ impl Store {
     /// The whole object, verified cube by cube and against its content hash.
     pub fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
         let info = self.servable(id)?;
+        self.read_object(id, &info)
+    }
+
+    fn read_object(&self, id: &ObjectId, info: &ObjectInfo) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(info.length as usize);
         for i in 0..info.cubes {
-            out.extend_from_slice(&self.read_cube(id, &info, i)?);
+            out.extend_from_slice(&self.read_cube(id, info, i)?);
         }
         if out.len() as u64 != info.length || ContentHash::of(&out) != *id.hash() {
             let path = self.cube_path(id.namespace(), id.hash(), 0);
@@ -474,14 +485,14 @@ impl Store {
 
     /// A typed JSON artifact.
     pub fn get_json(&self, id: &ObjectId) -> Result<(Kind, serde_json::Value)> {
-        let info = self.stat(id)?;
+        let info = self.servable(id)?;
         if info.kind == Kind::Blob {
             return Err(StoreError::invalid(
                 "id",
                 format!("{id} is a blob, not a JSON artifact"),
             ));
         }
-        let bytes = self.get(id)?;
+        let bytes = self.read_object(id, &info)?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::invalid("artifact", e.to_string()))?;
         Ok((info.kind, value))
@@ -532,22 +543,7 @@ impl Store {
         from: usize,
         to: usize,
     ) -> Result<Vec<u8>> {
-        let path = self.cube_path(id.namespace(), id.hash(), index);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.quarantine(
-                    id,
-                    index,
-                    &path,
-                    CubeError {
-                        offset: 0,
-                        reason: "cube file is missing".into(),
-                    },
-                ))
-            }
-            Err(e) => return Err(StoreError::io(&path, e)),
-        };
+        let (path, file) = self.open_cube(id, index)?;
         let file_len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len() as usize;
         let prefix_len = (cube::HEADER_LEN + 32 * cube::VERTICES + 96).min(file_len);
         let mut prefix = vec![0u8; prefix_len];
