@@ -209,6 +209,24 @@ fn approval(args: serde_json::Value) -> ApprovalRequest {
     }
 }
 
+/// `signer` signs approval `id` (whose digest is `digest`) and submits it.
+fn sign_as(
+    q: &mut ApprovalQueue,
+    signer: &KeySigner,
+    id: i64,
+    digest: &str,
+    allowed: &[VerifierKey],
+    ledger: &Ledger,
+) -> capsule_policy::Result<capsule_policy::approvals::Approval> {
+    q.sign(
+        id,
+        &signer.verifier().to_string(),
+        &sign_approval(signer, id, digest),
+        allowed,
+        ledger,
+    )
+}
+
 fn sign_approval(s: &KeySigner, id: i64, digest: &str) -> String {
     B64.encode(s.sign(approval_statement(id, digest).as_bytes()))
 }
@@ -223,64 +241,24 @@ fn quorum_two_needs_two_distinct_approvers_and_a_changed_argument_voids() {
     let req = approval(serde_json::json!({"bytes": 12, "mode": "append"}));
     let id = q.enqueue(&req, "pending_review", 2).unwrap();
     let digest = req.digest();
-    let after = q
-        .sign(
-            id,
-            &a1.verifier().to_string(),
-            &sign_approval(&a1, id, &digest),
-            &allowed,
-            &ledger,
-        )
-        .unwrap();
+    let after = sign_as(&mut q, &a1, id, &digest, &allowed, &ledger).unwrap();
     assert_eq!(after.status, "pending");
-    let after = q
-        .sign(
-            id,
-            &a1.verifier().to_string(),
-            &sign_approval(&a1, id, &digest),
-            &allowed,
-            &ledger,
-        )
-        .unwrap();
+    let after = sign_as(&mut q, &a1, id, &digest, &allowed, &ledger).unwrap();
     assert_eq!(
         (after.status.as_str(), after.approvers.len()),
         ("pending", 1),
         "the same key twice counts once"
     );
-    let err = q
-        .sign(
-            id,
-            &outsider.verifier().to_string(),
-            &sign_approval(&outsider, id, &digest),
-            &allowed,
-            &ledger,
-        )
-        .unwrap_err();
+    let err = sign_as(&mut q, &outsider, id, &digest, &allowed, &ledger).unwrap_err();
     assert!(err.to_string().contains("not an approver key"), "{err}");
-    let err = q
-        .sign(
-            id,
-            &a2.verifier().to_string(),
-            &sign_approval(&a2, id, "00"),
-            &allowed,
-            &ledger,
-        )
-        .unwrap_err();
+    let err = sign_as(&mut q, &a2, id, "00", &allowed, &ledger).unwrap_err();
     assert!(err.to_string().contains("does not verify"), "{err}");
     assert!(q
         .release(id, &req, &ledger)
         .unwrap_err()
         .to_string()
         .contains("not approved"));
-    let after = q
-        .sign(
-            id,
-            &a2.verifier().to_string(),
-            &sign_approval(&a2, id, &digest),
-            &allowed,
-            &ledger,
-        )
-        .unwrap();
+    let after = sign_as(&mut q, &a2, id, &digest, &allowed, &ledger).unwrap();
     assert_eq!(after.status, "approved");
     // One argument changed after approval: void, and it stays void.
     let changed = approval(serde_json::json!({"bytes": 13, "mode": "append"}));
@@ -301,14 +279,7 @@ fn a_crash_between_approval_and_release_releases_exactly_once_after_restart() {
     let id = {
         let mut q = ApprovalQueue::open(&db).unwrap();
         let id = q.enqueue(&req, "requires_human", 1).unwrap();
-        q.sign(
-            id,
-            &a1.verifier().to_string(),
-            &sign_approval(&a1, id, &req.digest()),
-            &allowed,
-            &ledger,
-        )
-        .unwrap();
+        sign_as(&mut q, &a1, id, &req.digest(), &allowed, &ledger).unwrap();
         id
         // dropped here without releasing: the process "crashes"
     };
