@@ -106,7 +106,7 @@ struct AppendArgs {
 
 /// The ledger directory inside the default data directory.
 pub fn default_ledger_dir() -> PathBuf {
-    crate::data_dir::ledger(&crate::data_dir::data_dir(None))
+    capsule_server::data::ledger(&capsule_server::data::data_dir(None))
 }
 
 /// Accept a ledger directory or a data directory that holds `ledger/`.
@@ -116,13 +116,6 @@ fn resolve(dir: &Path) -> PathBuf {
     } else {
         dir.to_path_buf()
     }
-}
-
-/// A fresh origin: unique per log, free of spaces and '+'.
-pub fn new_origin() -> String {
-    let mut id = [0u8; 8];
-    getrandom::fill(&mut id).unwrap_or_default();
-    format!("capsule.local/audit/{}", hex::encode(id))
 }
 
 pub fn format_ts(ns: i64) -> String {
@@ -168,7 +161,10 @@ fn append(dir: &Path, a: AppendArgs) -> Result<ExitCode> {
     if a.count == 0 || a.concurrency == 0 {
         bail!("--count and --concurrency must be at least 1");
     }
-    let origin = a.origin.clone().unwrap_or_else(new_origin);
+    let origin = a
+        .origin
+        .clone()
+        .unwrap_or_else(capsule_server::data::new_origin);
     let ledger = Ledger::open_or_create(dir, &origin, LedgerConfig::default())
         .with_context(|| format!("opening the ledger in {}", dir.display()))?;
     let rec = ledger.recovery();

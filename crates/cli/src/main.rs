@@ -9,10 +9,11 @@ mod bench;
 mod bench_audit;
 mod bench_policy;
 mod bench_store;
-mod data_dir;
+mod client;
 mod demo;
 mod kernel_cmd;
 mod policy_cmd;
+mod service_cmd;
 mod store_cmd;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a data directory: config, keys, default policies, an operator token.
+    Init(service_cmd::InitArgs),
+    /// Serve the HTTP API, gRPC and metrics over a data directory.
+    Up(service_cmd::UpArgs),
+    /// Send one think to a running service.
+    Think(service_cmd::ThinkArgs),
+    /// Bearer tokens: add, list, revoke.
+    Tokens(service_cmd::TokensArgs),
     /// Run or check the kernel (the simulated open-quantum-system state core).
     Kernel {
         #[command(subcommand)]
@@ -55,6 +64,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => service_cmd::init(args),
+        Command::Up(args) => service_cmd::up(args),
+        Command::Think(args) => service_cmd::think(args),
+        Command::Tokens(args) => service_cmd::tokens(args),
         Command::Kernel { command } => kernel_cmd::run(command),
         Command::Audit(args) => audit_cmd::run(args),
         Command::Policy(args) => policy_cmd::run(args),

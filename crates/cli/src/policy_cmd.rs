@@ -1,6 +1,5 @@
 //! `capsule policy …`, `capsule kill …`, `capsule approvals …`.
 
-use crate::data_dir;
 use anyhow::{bail, Context, Result};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use capsule_ledger::keys::{create_key_file, load_key_file};
@@ -9,6 +8,7 @@ use capsule_policy::approvals::{approval_statement, ApprovalQueue};
 use capsule_policy::engine::{evaluate, Circumstances};
 use capsule_policy::killswitch::{disarm_statement, KillSwitch, OperatorSignature, TRIGGER_FILE};
 use capsule_policy::{DecisionRequest, Mode, PolicyConfig, RuleSet};
+use capsule_server::data as data_dir;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -73,26 +73,6 @@ struct EvalArgs {
     record: bool,
     #[arg(long)]
     json: bool,
-}
-
-fn has_policy_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|mut it| {
-            it.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cedar")))
-        })
-        .unwrap_or(false)
-}
-
-/// The active rules and settings of a data directory.
-pub fn load_policy(data: &Path) -> Result<(RuleSet, PolicyConfig)> {
-    let dir = data_dir::policy(data);
-    let rules = if has_policy_files(&dir) {
-        RuleSet::load_dir(&dir)?
-    } else {
-        RuleSet::defaults()
-    };
-    let config = PolicyConfig::load(&dir)?;
-    Ok((rules, config))
 }
 
 pub fn run(args: PolicyArgs) -> Result<ExitCode> {
@@ -180,7 +160,7 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
 fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
     let (rules, config) = match &a.dir {
         Some(dir) => (RuleSet::load_dir(dir)?, PolicyConfig::load(dir)?),
-        None => load_policy(data)?,
+        None => data_dir::load_policy(data)?,
     };
     let mut fields: serde_json::Value =
         serde_json::from_str(&a.context).context("--context is not JSON")?;
@@ -342,7 +322,7 @@ pub fn run_kill(args: KillArgs) -> Result<ExitCode> {
             ExitCode::SUCCESS
         }
         KillCommand::Disarm { keys, reason } => {
-            let (_, config) = load_policy(&data)?;
+            let (_, config) = data_dir::load_policy(&data)?;
             let nonce = ks.status()?.state.nonce;
             let signatures = keys
                 .iter()
@@ -460,7 +440,7 @@ pub fn run_approvals(args: ApprovalsArgs) -> Result<ExitCode> {
             let approval = queue.show(id)?;
             let signature =
                 B64.encode(signer.sign(approval_statement(id, &approval.digest).as_bytes()));
-            let (_, config) = load_policy(&data)?;
+            let (_, config) = data_dir::load_policy(&data)?;
             let ledger = data_dir::open_ledger(&data)?;
             let after = queue.sign(
                 id,

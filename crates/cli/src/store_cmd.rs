@@ -1,7 +1,7 @@
 //! `capsule store …`: put, get, stat, verify, quarantine list, keyring add.
 
-use crate::data_dir;
 use anyhow::{bail, Context, Result};
+use capsule_server::data as data_dir;
 use capsule_store::{FileKeyring, Kind, ObjectId, Store};
 use clap::{Args, Subcommand};
 use std::io::Write;

@@ -62,6 +62,25 @@ pub struct Receipt {
     pub leaf_hash: Hash,
 }
 
+/// Records queued by [`Ledger::submit`]: sequence numbers assigned, not yet durable.
+#[must_use = "an append is acknowledged only once wait() returns"]
+pub struct PendingAppend<'a> {
+    ledger: &'a Ledger,
+    receipts: Vec<Receipt>,
+}
+
+impl PendingAppend<'_> {
+    /// The receipts the records will have (not durable before `wait`).
+    pub fn receipts(&self) -> &[Receipt] {
+        &self.receipts
+    }
+
+    /// Block until the records are durable.
+    pub fn wait(self) -> Result<Vec<Receipt>> {
+        self.ledger.wait_durable(self.receipts)
+    }
+}
+
 /// What recovery found and did when the ledger was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -335,7 +354,25 @@ impl Ledger {
         self.enqueue(tagged)
     }
 
+    /// Queue records in order and return at once: their sequence numbers
+    /// are fixed now, durability comes with [`PendingAppend::wait`]. Lets a
+    /// caller fix the log order under its own lock and wait outside it.
+    pub fn submit(&self, records: Vec<Record>) -> Result<PendingAppend<'_>> {
+        let tagged = records.into_iter().map(|r| (r, None)).collect();
+        let receipts = self.queue(tagged)?;
+        Ok(PendingAppend {
+            ledger: self,
+            receipts,
+        })
+    }
+
     fn enqueue(&self, records: Vec<(Record, Option<Arc<dyn NoteSigner>>)>) -> Result<Vec<Receipt>> {
+        let receipts = self.queue(records)?;
+        self.wait_durable(receipts)
+    }
+
+    /// Validate and queue; the receipts are not durable yet.
+    fn queue(&self, records: Vec<(Record, Option<Arc<dyn NoteSigner>>)>) -> Result<Vec<Receipt>> {
         for (i, (r, _)) in records.iter().enumerate() {
             r.validate().map_err(|e| match e {
                 LedgerError::Invalid { field, reason } if records.len() > 1 => {
@@ -393,8 +430,17 @@ impl Ledger {
             });
             st.next_seq += 1;
         }
-        let last = receipts.last().expect("n > 0").seq;
         shared.wake_writer.notify_one();
+        Ok(receipts)
+    }
+
+    /// Block until every receipt is durable.
+    fn wait_durable(&self, receipts: Vec<Receipt>) -> Result<Vec<Receipt>> {
+        let Some(last) = receipts.last().map(|r| r.seq) else {
+            return Ok(receipts);
+        };
+        let shared = &self.shared;
+        let mut st = shared.lock();
         while st.durable <= last {
             if let Some(f) = &st.failed {
                 return Err(LedgerError::Failed(f.clone()));

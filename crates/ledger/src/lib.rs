@@ -40,7 +40,7 @@ mod verify;
 
 pub use entry::{AuditEntry, Record};
 pub use error::{LedgerError, Result};
-pub use ledger::{Ledger, LedgerConfig, Receipt, Recovery};
+pub use ledger::{Ledger, LedgerConfig, PendingAppend, Receipt, Recovery};
 pub use merkle::Hash;
 pub use note::{Checkpoint, NoteSigner, VerifierKey};
 pub use reader::{InclusionProof, LogReader};

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Load test of POST /v1/think: Capsule against the FastAPI + NumPy baseline
+# (benches/think_baseline.py), with wrk at 1, 16 and 64 connections.
+#
+#   benches/think_bench.sh                  both targets, interleaved
+#   benches/think_bench.sh --baseline-only  the baseline alone
+#
+# Environment: CAPSULE (binary, default target/release/capsule), DURATION
+# (per run, default 10s), WARMUP (default 3s), THINK_VENV (default
+# target/bench-venv-think). Prints a markdown table; raw JSON lines go to
+# target/think-bench.jsonl. Needs wrk (installed with apt-get when missing).
+set -euo pipefail
+shopt -s inherit_errexit
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+CAPSULE="${CAPSULE:-$ROOT/target/release/capsule}"
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-3s}"
+VENV="${THINK_VENV:-$ROOT/target/bench-venv-think}"
+LUA="$ROOT/benches/think_wrk.lua"
+OUT="$ROOT/target/think-bench.jsonl"
+
+TARGETS=(capsule baseline)
+case "${1:-}" in
+  "") ;;
+  --baseline-only) TARGETS=(baseline) ;;
+  *) echo "usage: $0 [--baseline-only]" >&2; exit 2 ;;
+esac
+
+CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+NPROC="$(nproc)"
+echo "machine: $NPROC CPUs, $CPU, $(uname -sr)"
+echo "duration $DURATION per run (warm-up $WARMUP), targets: ${TARGETS[*]}"
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk" >&2
+  apt-get update -qq >&2 && apt-get install -y -qq wrk >&2
+fi
+PY="$(python3 "$ROOT/benches/think_baseline.py" setup "$VENV")"
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+json_field() {  # json_field FIELD < json
+  python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
+}
+wait_ready() {  # wait_ready NAME PID URL LOG
+  local deadline=$((SECONDS + 60))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$3" || true)" = 200 ]; do
+    if ! kill -0 "$2" 2>/dev/null; then
+      echo "$1 exited before it was ready; its log:" >&2; cat "$4" >&2; exit 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "$1 not ready after 60 s; its log:" >&2; cat "$4" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+declare -A URL TOKEN
+for target in "${TARGETS[@]}"; do
+  port="$(free_port)"
+  URL[$target]="http://127.0.0.1:$port"
+  if [ "$target" = capsule ]; then
+    [ -x "$CAPSULE" ] || { echo "no Capsule binary at $CAPSULE (cargo build --release)" >&2; exit 1; }
+    data="$TMP/capsule-data"
+    "$CAPSULE" init "$data" --json >"$TMP/init.json"
+    TOKEN[capsule]="$("$CAPSULE" tokens add --data "$data" --role agent --name bench --json | json_field token)"
+    CAPSULE_AUTH__RATE_LIMIT_PER_MINUTE=0 "$CAPSULE" up --data "$data" \
+      --http "127.0.0.1:$port" --grpc "127.0.0.1:$(free_port)" --metrics "127.0.0.1:$(free_port)" \
+      >"$TMP/capsule.log" 2>&1 &
+    PIDS+=($!)
+    wait_ready capsule $! "${URL[capsule]}/healthz" "$TMP/capsule.log"
+  else
+    TOKEN[baseline]="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    THINK_TOKEN="${TOKEN[baseline]}" THINK_BASELINE_LEDGER="$TMP/baseline-ledger.jsonl" \
+      "$PY" "$ROOT/benches/think_baseline.py" serve "$port" >"$TMP/baseline.log" 2>&1 &
+    PIDS+=($!)
+    wait_ready baseline $! "${URL[baseline]}/healthz" "$TMP/baseline.log"
+  fi
+  # One request by hand: it must succeed, and a wrong token must not.
+  reply="$(curl -sf -X POST "${URL[$target]}/v1/think" -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer ${TOKEN[$target]}" -d '{"text": "hello from think_bench"}')" \
+    || { echo "$target: POST /v1/think failed" >&2; exit 1; }
+  echo "$target ready at ${URL[$target]}: $reply"
+  code="$(curl -s -o /dev/null -w '%{http_code}' -X POST "${URL[$target]}/v1/think" \
+    -H 'Content-Type: application/json' -H 'Authorization: Bearer wrong' -d '{"text": "x"}')"
+  [ "$code" = 401 ] || { echo "$target: a wrong token got $code, not 401" >&2; exit 1; }
+done
+
+run_wrk() {  # run_wrk TARGET THREADS CONNECTIONS DURATION -> one JSON line
+  THINK_TOKEN="${TOKEN[$1]}" wrk -t"$2" -c"$3" -d"$4" --timeout 10s -s "$LUA" "${URL[$1]}" \
+    | grep '^{"requests"'
+  # Requests wrk abandoned at the end may still be queued in the server; one
+  # more request waits behind them, so the next run starts on an idle server.
+  curl -sf -o /dev/null --max-time 120 -X POST "${URL[$1]}/v1/think" \
+    -H "Authorization: Bearer ${TOKEN[$1]}" -H 'Content-Type: application/json' -d '{"text": "drain"}'
+}
+
+for target in "${TARGETS[@]}"; do
+  run_wrk "$target" 2 16 "$WARMUP" >/dev/null
+done
+
+: >"$OUT"
+for conc in "1 1" "2 16" "2 64"; do
+  read -r threads conns <<<"$conc"
+  for target in "${TARGETS[@]}"; do
+    load="$(cut -d' ' -f1 /proc/loadavg)"  # a busy machine (say, a cargo build) skews everything
+    line="$(run_wrk "$target" "$threads" "$conns" "$DURATION")"
+    python3 -c 'import json, sys
+d = {"target": sys.argv[1], "concurrency": int(sys.argv[2]), "threads": int(sys.argv[3]),
+     **json.loads(sys.argv[4]), "load1_before": float(sys.argv[7]), "nproc": int(sys.argv[5]),
+     "cpu": sys.argv[6]}
+print(json.dumps(d))' "$target" "$conns" "$threads" "$line" "$NPROC" "$CPU" "$load" >>"$OUT"
+    echo "  $target c=$conns (load before $load): $line" >&2
+  done
+done
+
+echo
+python3 - "$OUT" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("| target | concurrency | requests/s | p50 ms | p99 ms | errors |")
+print("|---|---:|---:|---:|---:|---:|")
+for c in sorted({r["concurrency"] for r in rows}):
+    at = {r["target"]: r for r in rows if r["concurrency"] == c}
+    for r in at.values():
+        errors = str(r["errors"]) + (f" ({r['non2xx']} non-2xx)" if r["non2xx"] else "")
+        print(f"| {r['target']} | {c} | {r['rps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+              f"| {errors} |")
+    if "capsule" in at and "baseline" in at:
+        cap, base = at["capsule"], at["baseline"]
+        ratio = lambda a, b: f"{a / b:.2f}x" if b else "n/a"
+        print(f"| capsule / baseline | {c} | {ratio(cap['rps'], base['rps'])} "
+              f"| {ratio(base['p50_ms'], cap['p50_ms'])} | {ratio(base['p99_ms'], cap['p99_ms'])} | |")
+print()
+print("ratio rows: requests/s is capsule / baseline; p50 and p99 are baseline / capsule "
+      "(above 1 means capsule is better). errors: wrk's connect/read/write/timeout "
+      "errors and replies with status >= 400.")
+EOF
+echo "raw: $OUT"

@@ -1,0 +1,70 @@
+-- wrk script for POST /v1/think (used by think_bench.sh).
+--
+--   THINK_TOKEN=... wrk -t2 -c16 -d10s -s benches/think_wrk.lua http://127.0.0.1:PORT
+--
+-- Every request carries a different text (a dozen sentences, each with a
+-- per-thread counter), so no two requests plan the same workspace vector.
+-- done() prints one JSON line: requests, errors (connect + read + write +
+-- status + timeout), non2xx, duration_s, rps, p50_ms, p99_ms, max_ms.
+
+local token = os.getenv("THINK_TOKEN") or ""
+wrk.method = "POST"
+wrk.path = "/v1/think"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. token
+
+local sentences = {
+  "the ledger must never lose an entry",
+  "summarise what happened in the last hour",
+  "should the agent ask for approval first",
+  "compare the two plans and pick the safer one",
+  "a quiet afternoon with nothing scheduled",
+  "check the store for quarantined objects",
+  "what changed since the last snapshot",
+  "the operator asked for a status report",
+  "estimate the cost of the next step",
+  "two requests arrived at the same time",
+  "reflect on the previous decision",
+  "is the kill switch armed right now",
+}
+
+-- setup() runs in the main Lua state, once per thread: give each an id and
+-- keep the threads so done() can collect their non-2xx counts.
+local threads = {}
+local next_id = 0
+function setup(thread)
+  next_id = next_id + 1
+  thread:set("id", next_id)
+  table.insert(threads, thread)
+end
+
+-- The rest runs in each thread's own Lua state.
+local counter = 0
+non2xx = 0
+
+function request()
+  counter = counter + 1
+  local text = sentences[(counter % #sentences) + 1] .. " #" .. tostring(id) .. "-" .. counter
+  return wrk.format(nil, nil, nil, '{"text": "' .. text .. '"}')
+end
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local non = 0
+  for _, t in ipairs(threads) do
+    non = non + (tonumber(t:get("non2xx")) or 0)
+  end
+  local secs = summary.duration / 1e6
+  io.write(string.format(
+    '{"requests": %d, "errors": %d, "non2xx": %d, "duration_s": %.3f, "rps": %.2f, ' ..
+    '"p50_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f}\n',
+    summary.requests, e.connect + e.read + e.write + e.status + e.timeout, non, secs,
+    summary.requests / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000))
+end

@@ -1,0 +1,35 @@
+//! `capsule-memory`: what the agent remembers (SPEC section M).
+//!
+//! **Owns:** the episodic events of SPEC M1 ({id, ts, kind, lane, glyph,
+//! payload ref, body}); their SQLite store with its schema and schema
+//! version ([`EventStore`]); queries by glyph, kind and time window; and
+//! replay, which folds the events in id order into any state
+//! ([`EventStore::fold`]).
+//!
+//! **Must never:** do network I/O or know about HTTP, gRPC or the CLI;
+//! rewrite an event in place. Events are append-only; the one exception is
+//! [`EventStore::retract`], which removes the *last* event to undo an
+//! operation that failed after it was remembered.
+//!
+//! **Invariants:** ids are strictly increasing and never reused, not even
+//! after a retract (SQLite `AUTOINCREMENT`); `ts` is in nanoseconds since the
+//! Unix epoch and never decreases within one [`EventStore`]; `body` is
+//! always a JSON object of at most [`MAX_BODY_BYTES`] serialized bytes;
+//! `kind` and `lane` are short lowercase names and `glyph` has no control
+//! characters (see the `MAX_*` limits).
+//!
+//! The store runs SQLite in WAL mode with `synchronous = NORMAL`: a crash of
+//! the machine may lose the last few events, never corrupt the file. The
+//! audit ledger, not this store, is the durable record of what happened.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod events;
+
+pub use error::{MemoryError, Result};
+pub use events::{
+    Event, EventQuery, EventStore, NewEvent, DEFAULT_QUERY_LIMIT, FOLD_PAGE_SIZE, MAX_BODY_BYTES,
+    MAX_GLYPH_BYTES, MAX_KIND_BYTES, MAX_LANE_BYTES, MAX_PAYLOAD_REF_BYTES, MAX_QUERY_LIMIT,
+    SCHEMA_VERSION,
+};

@@ -1,0 +1,739 @@
+//! The HTTP API under `/v1` (axum), plus `/healthz`, `/readyz`,
+//! `/openapi.json` and `/docs`. Every `/v1` route needs a bearer token; the
+//! role a route needs is in [`crate::openapi::ROUTES`]. Errors are JSON
+//! `{error, field, reason}` with the status that says what to do.
+
+use crate::auth::{Caller, Role};
+use crate::openapi;
+use crate::service::Service;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use capsule_cortex::{CortexError, ThinkRequest};
+use capsule_ledger::LedgerError;
+use capsule_policy::killswitch::OperatorSignature;
+use capsule_policy::{DecisionRequest, Mode, PolicyError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+type Svc = State<Arc<Service>>;
+
+/// A JSON error reply.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub field: Option<String>,
+    pub reason: String,
+    pub extra: serde_json::Map<String, Value>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            field: None,
+            reason: reason.into(),
+            extra: Default::default(),
+            retry_after: None,
+        }
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.extra.insert(
+            key.into(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
+        self
+    }
+
+    fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", reason).field(field)
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+
+    fn killed() -> Self {
+        ApiError::new(
+            StatusCode::LOCKED,
+            "kill_switch",
+            "the kill switch is armed: mutating calls are refused until operators disarm it",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), json!(self.error));
+        body.insert("field".into(), json!(self.field));
+        body.insert("reason".into(), json!(self.reason));
+        body.extend(self.extra);
+        let mut resp = (self.status, Json(Value::Object(body))).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"capsule\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<CortexError> for ApiError {
+    fn from(e: CortexError) -> Self {
+        match e {
+            CortexError::Invalid { field, reason } => ApiError::bad_request(field, reason),
+            CortexError::Critic {
+                rejection,
+                ledger_seq,
+            } => ApiError::new(StatusCode::BAD_REQUEST, "critic_rejected", rejection.reason)
+                .field(rejection.field)
+                .with("ledger_seq", ledger_seq),
+            CortexError::Refused {
+                decision,
+                ledger_seq,
+            } => {
+                let (status, code) = match (decision.reason.as_str(), decision.outcome.as_str()) {
+                    ("kill_switch", _) => (StatusCode::LOCKED, "kill_switch"),
+                    (_, "pending_review" | "requires_human") => {
+                        (StatusCode::FORBIDDEN, "approval_required")
+                    }
+                    _ => (StatusCode::FORBIDDEN, "policy_denied"),
+                };
+                ApiError::new(status, code, decision.explanation.clone())
+                    .with("decision", &*decision)
+                    .with("ledger_seq", ledger_seq)
+            }
+            CortexError::Halted {
+                step,
+                reason,
+                ledger_seq,
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                "kernel_halted",
+                format!("kernel halted at step {step}: {reason}; an operator must POST /v1/kernel/reset"),
+            )
+            .with("ledger_seq", ledger_seq),
+            CortexError::Planner(e) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "planner_failed", e.to_string())
+                    .field("planner")
+            }
+            CortexError::Ledger(e) => ledger_error(e),
+            e => ApiError::internal(e),
+        }
+    }
+}
+
+fn ledger_error(e: LedgerError) -> ApiError {
+    match e {
+        LedgerError::Invalid { field, reason } => ApiError::bad_request(field, reason),
+        e @ (LedgerError::Failed(_) | LedgerError::Closed) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_unavailable",
+            e.to_string(),
+        ),
+        e => ApiError::internal(e),
+    }
+}
+
+fn policy_error(e: PolicyError) -> ApiError {
+    match e {
+        PolicyError::Invalid { field, reason } => ApiError::bad_request(field, reason),
+        e @ (PolicyError::Approval { .. } | PolicyError::KillSwitch(_)) => {
+            ApiError::new(StatusCode::CONFLICT, "refused", e.to_string())
+        }
+        e => ApiError::internal(e),
+    }
+}
+
+/// A JSON body, size-limited, parsed strictly; errors name the field.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()).field("body"))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parse with the path of the failing field (`gw[3]`, `lane`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".into() } else { path };
+        ApiError::bad_request(field, e.inner().to_string())
+    })
+}
+
+fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
+    if roles.contains(&caller.role) {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "the {} role may not do this; it needs {}",
+            caller.role.as_str(),
+            names.join(" or ")
+        ),
+    ))
+}
+
+fn refuse_if_killed(svc: &Service) -> Result<(), ApiError> {
+    if svc.kill.is_armed() {
+        return Err(ApiError::killed());
+    }
+    Ok(())
+}
+
+/// Runs blocking work (kernel steps, fsync) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Bearer authentication and the rate limit, for every `/v1` route.
+async fn authenticate(State(svc): Svc, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let resp = match token.map(|t| svc.auth.authenticate(t)) {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <token>",
+        )
+        .field("authorization")
+        .into_response(),
+        Some(None) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
+            .field("authorization")
+            .into_response(),
+        Some(Some(caller)) => match svc.limiter.check(&caller.name) {
+            Err(wait) => {
+                svc.metrics.rate_limited.inc();
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "over {} requests per minute for this token; retry in {secs} s",
+                        svc.config.auth.rate_limit_per_minute
+                    ),
+                );
+                e.retry_after = Some(secs);
+                e.into_response()
+            }
+            Ok(()) => {
+                req.extensions_mut().insert(caller);
+                next.run(req).await
+            }
+        },
+    };
+    svc.metrics
+        .requests
+        .get_or_create(&vec![
+            ("route".into(), route),
+            ("status".into(), resp.status().as_u16().to_string()),
+        ])
+        .inc();
+    resp
+}
+
+pub fn router(svc: Arc<Service>) -> Router {
+    let v1 = Router::new()
+        .route("/think", post(think))
+        .route("/state", get(state))
+        .route("/kernel/state", get(kernel_state))
+        .route("/kernel/step", post(kernel_step))
+        .route("/kernel/reset", post(kernel_reset))
+        .route("/kernel/dump", get(kernel_dump))
+        .route("/kill", get(kill_status).post(kill_arm).delete(kill_disarm))
+        .route("/audit", get(audit))
+        .route("/audit/checkpoint", get(audit_checkpoint))
+        .route("/audit/proof/{seq}", get(audit_proof))
+        .route("/audit/consistency/{old}/{new}", get(audit_consistency))
+        .route("/objects/{id}", get(object))
+        .route("/policy", get(policy))
+        .route("/policy/mode", axum::routing::put(policy_mode))
+        .route("/policy/evaluate", post(policy_evaluate))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}/sign", post(approval_sign))
+        .route_layer(middleware::from_fn_with_state(svc.clone(), authenticate));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/docs", get(|| async { Html(openapi::DOCS_PAGE) }))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            svc.config.limits.max_body_bytes,
+        ))
+        .with_state(svc)
+}
+
+/// The metrics listener's router (kept apart so it can stay on loopback).
+pub fn metrics_router(svc: Arc<Service>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(svc): Svc| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    svc.metrics.render(svc.ledger.size()),
+                )
+            }),
+        )
+        .with_state(svc)
+}
+
+async fn readyz(State(svc): Svc) -> Response {
+    let ready = svc.is_ready();
+    let body = json!({
+        "ready": ready,
+        "kill_switch_armed": svc.kill.is_armed(),
+        "ledger_entries": svc.ledger.size(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn think(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<ThinkRequest>,
+) -> Result<Json<capsule_cortex::ThinkReply>, ApiError> {
+    require(&caller, &[Role::Agent, Role::Operator])?;
+    let started = Instant::now();
+    let metrics = svc.metrics.clone();
+    let reply = blocking(move || Ok(svc.cortex.think(&caller.principal(), &req)?)).await;
+    metrics
+        .think_seconds
+        .observe(started.elapsed().as_secs_f64());
+    reply.map(Json)
+}
+
+async fn state(State(svc): Svc, Extension(_): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+    let s = svc.clone();
+    let kernel = blocking(move || s.cortex.state().map_err(ApiError::from)).await?;
+    Ok(Json(json!({
+        "kernel": kernel,
+        "kill_switch_armed": svc.kill.is_armed(),
+        "mode": svc.policy.config().mode,
+        "policy_version": svc.policy.rules().version(),
+        "ledger_entries": svc.ledger.size(),
+        "memory_events": svc.cortex.memory().count().map_err(ApiError::internal)?,
+        "planners": svc.cortex.planner_names(),
+    })))
+}
+
+async fn kernel_state(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+) -> Result<Json<capsule_cortex::KernelState>, ApiError> {
+    blocking(move || svc.cortex.state().map_err(ApiError::from))
+        .await
+        .map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepBody {
+    #[serde(default)]
+    gw: Vec<f64>,
+    #[serde(default)]
+    measure: bool,
+    #[serde(default)]
+    affect: Option<capsule_policy::Affect>,
+}
+
+async fn kernel_step(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<StepBody>,
+) -> Result<Json<capsule_cortex::StepReply>, ApiError> {
+    require(&caller, &[Role::Agent, Role::Operator])?;
+    blocking(move || {
+        Ok(svc
+            .cortex
+            .step(&caller.principal(), &body.gw, body.measure, body.affect)?)
+    })
+    .await
+    .map(Json)
+}
+
+async fn kernel_reset(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    refuse_if_killed(&svc)?;
+    let seq = blocking(move || Ok(svc.cortex.reset(&caller.principal())?)).await?;
+    Ok(Json(json!({ "reset": true, "ledger_seq": seq })))
+}
+
+async fn kernel_dump(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let bytes = blocking(move || Ok(svc.cortex.snapshot()?)).await?;
+    Ok(Json(json!({ "snapshot": B64.encode(bytes) })))
+}
+
+async fn kill_status(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let status = svc.kill.status().map_err(policy_error)?;
+    Ok(Json(
+        serde_json::to_value(status).map_err(ApiError::internal)?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArmBody {
+    #[serde(default = "default_arm_reason")]
+    reason: String,
+}
+
+fn default_arm_reason() -> String {
+    "armed through the API".into()
+}
+
+async fn kill_arm(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let reason = if body.is_empty() {
+        default_arm_reason()
+    } else {
+        parse_json::<ArmBody>(&body)?.reason
+    };
+    let st = blocking(move || {
+        svc.kill
+            .arm(&caller.principal(), &reason)
+            .map_err(policy_error)
+    })
+    .await?;
+    Ok(Json(serde_json::to_value(st).map_err(ApiError::internal)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisarmBody {
+    signatures: Vec<OperatorSignature>,
+    #[serde(default = "default_disarm_reason")]
+    reason: String,
+}
+
+fn default_disarm_reason() -> String {
+    "disarmed through the API".into()
+}
+
+async fn kill_disarm(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<DisarmBody>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let st = blocking(move || {
+        let config = svc.policy.config();
+        let operators = config.operator_keys().map_err(policy_error)?;
+        svc.kill
+            .disarm(
+                &body.signatures,
+                &operators,
+                config.disarm_quorum as usize,
+                &body.reason,
+            )
+            .map_err(policy_error)
+    })
+    .await?;
+    Ok(Json(serde_json::to_value(st).map_err(ApiError::internal)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    from: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+async fn audit(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
+    let max = svc.config.limits.audit_page_max;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(
+            "limit",
+            format!("{limit} is outside 1..={max}"),
+        ));
+    }
+    blocking(move || {
+        let size = svc.ledger.size();
+        let from = q.from.unwrap_or_else(|| size.saturating_sub(limit));
+        let to = from.saturating_add(limit).min(size);
+        let entries = (from..to)
+            .map(|seq| svc.ledger.entry(seq))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ledger_error)?;
+        Ok(Json(
+            json!({ "size": size, "from": from, "entries": entries }),
+        ))
+    })
+    .await
+}
+
+async fn audit_checkpoint(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let cp = blocking(move || svc.ledger.checkpoint().map_err(ledger_error)).await?;
+    Ok(Json(json!({
+        "size": cp.size(),
+        "root": hex::encode(cp.root()),
+        "note": cp.text(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofQuery {
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+async fn audit_proof(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+    Path(seq): Path<u64>,
+    Query(q): Query<ProofQuery>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let size = q.size.unwrap_or_else(|| svc.ledger.size());
+        let p = svc
+            .ledger
+            .inclusion_proof(seq, size)
+            .map_err(ledger_error)?;
+        Ok(Json(json!({
+            "index": p.index,
+            "tree_size": p.tree_size,
+            "leaf_hash": hex::encode(p.leaf_hash),
+            "root": hex::encode(p.root),
+            "path": p.path.iter().map(hex::encode).collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+async fn audit_consistency(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+    Path((old, new)): Path<(u64, u64)>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let proof = svc
+            .ledger
+            .consistency_proof(old, new)
+            .map_err(ledger_error)?;
+        let old_root = svc.ledger.root(old).map_err(ledger_error)?;
+        let new_root = svc.ledger.root(new).map_err(ledger_error)?;
+        Ok(Json(json!({
+            "old_size": old,
+            "new_size": new,
+            "old_root": hex::encode(old_root),
+            "new_root": hex::encode(new_root),
+            "path": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+async fn object(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: capsule_store::ObjectId = id
+        .parse()
+        .map_err(|e: capsule_store::StoreError| ApiError::bad_request("id", e.to_string()))?;
+    blocking(move || {
+        let info = svc.store.stat(&id).map_err(store_error)?;
+        let bytes = svc.store.get(&id).map_err(store_error)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("{:?}", info.kind).to_lowercase()) {
+            headers.insert("x-capsule-kind", v);
+        }
+        Ok((headers, bytes).into_response())
+    })
+    .await
+}
+
+fn store_error(e: capsule_store::StoreError) -> ApiError {
+    use capsule_store::StoreError as E;
+    match e {
+        e @ E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        e => ApiError::internal(e),
+    }
+}
+
+async fn policy(State(svc): Svc, Extension(_): Extension<Caller>) -> Json<Value> {
+    let config = svc.policy.config();
+    let rules = svc.policy.rules();
+    Json(json!({
+        "version": rules.version(),
+        "mode": config.mode,
+        "modification_enabled": config.modification_enabled,
+        "guardian": config.guardian,
+        "approval_quorum": config.approval_quorum,
+        "disarm_quorum": config.disarm_quorum,
+        "approvers": config.approvers,
+        "operators": config.operators,
+        "kill_switch_armed": svc.kill.is_armed(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeBody {
+    mode: String,
+}
+
+async fn policy_mode(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<ModeBody>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    refuse_if_killed(&svc)?;
+    let mode = Mode::parse(&body.mode).map_err(policy_error)?;
+    blocking(move || {
+        svc.policy
+            .set_mode(mode, &caller.principal())
+            .map_err(policy_error)
+    })
+    .await?;
+    Ok(Json(json!({ "mode": mode })))
+}
+
+async fn policy_evaluate(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<DecisionRequest>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Agent, Role::Operator, Role::Approver])?;
+    let decision = svc.policy.decide(&req).map_err(policy_error)?;
+    Ok(Json(json!({ "decision": decision, "recorded": false })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsQuery {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+async fn approvals(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+    Query(q): Query<ApprovalsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let list = svc
+            .approvals()
+            .list(match q.status.as_deref() {
+                Some("all") => None,
+                other => Some(other.unwrap_or("pending")),
+            })
+            .map_err(policy_error)?;
+        Ok(Json(json!({ "approvals": list })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    key: String,
+    signature: String,
+}
+
+async fn approval_sign(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    JsonBody(body): JsonBody<SignBody>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Approver, Role::Operator])?;
+    refuse_if_killed(&svc)?;
+    blocking(move || {
+        let keys = svc.policy.config().approver_keys().map_err(policy_error)?;
+        let after = svc
+            .approvals()
+            .sign(id, &body.key, &body.signature, &keys, &svc.ledger)
+            .map_err(policy_error)?;
+        Ok(Json(
+            serde_json::to_value(after).map_err(ApiError::internal)?,
+        ))
+    })
+    .await
+}

@@ -1,0 +1,150 @@
+//! Prometheus metrics (SPEC O2) for what this service runs: the kernel,
+//! think latency, policy decisions, the ledger, rate limiting. Served as
+//! text on the metrics address (loopback by default).
+
+use capsule_cortex::{Observer, StepEvent};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub kernel_entropy: Gauge<f64, AtomicU64>,
+    pub kernel_purity: Gauge<f64, AtomicU64>,
+    pub kernel_trace_error: Gauge<f64, AtomicU64>,
+    pub kernel_steps: Counter,
+    pub kernel_positivity_corrections: Counter,
+    pub think_seconds: Histogram,
+    pub decisions: Family<Labels, Counter>,
+    pub ledger_entries: Gauge,
+    pub ledger_append_seconds: Histogram,
+    pub rate_limited: Counter,
+    pub requests: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("capsule");
+        let m = Metrics {
+            kernel_entropy: Gauge::default(),
+            kernel_purity: Gauge::default(),
+            kernel_trace_error: Gauge::default(),
+            kernel_steps: Counter::default(),
+            kernel_positivity_corrections: Counter::default(),
+            think_seconds: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
+            decisions: Family::default(),
+            ledger_entries: Gauge::default(),
+            ledger_append_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 18)),
+            rate_limited: Counter::default(),
+            requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "kernel_entropy",
+            "von Neumann entropy of the kernel state after its last step (nats)",
+            m.kernel_entropy.clone(),
+        );
+        registry.register(
+            "kernel_purity",
+            "Tr rho^2 after the last step",
+            m.kernel_purity.clone(),
+        );
+        registry.register(
+            "kernel_trace_error",
+            "|Tr rho - 1| after the last step",
+            m.kernel_trace_error.clone(),
+        );
+        registry.register("kernel_steps", "kernel steps taken", m.kernel_steps.clone());
+        registry.register(
+            "kernel_positivity_corrections",
+            "steps whose output needed the positivity projection",
+            m.kernel_positivity_corrections.clone(),
+        );
+        registry.register(
+            "think_duration_seconds",
+            "POST /v1/think latency, request parsed to reply ready",
+            m.think_seconds.clone(),
+        );
+        registry.register(
+            "policy_decisions",
+            "policy decisions by outcome",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "ledger_entries",
+            "entries in the audit ledger",
+            m.ledger_entries.clone(),
+        );
+        registry.register(
+            "ledger_append_duration_seconds",
+            "time from queueing ledger records to their being durable",
+            m.ledger_append_seconds.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "requests refused with 429",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP API requests by route and status",
+            m.requests.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, ledger_size: u64) -> String {
+        self.ledger_entries.set(ledger_size as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The cortex observer: updates metrics and fans steps out to StreamSteps.
+pub struct StepFanout {
+    pub metrics: Arc<Metrics>,
+    pub steps: broadcast::Sender<StepEvent>,
+}
+
+impl Observer for StepFanout {
+    fn decision(&self, outcome: &str) {
+        self.metrics
+            .decisions
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+    }
+
+    fn ledger_append(&self, seconds: f64) {
+        self.metrics.ledger_append_seconds.observe(seconds);
+    }
+
+    fn step(&self, e: &StepEvent) {
+        let m = &self.metrics;
+        m.kernel_steps.inc();
+        m.kernel_entropy.set(e.result.entropy);
+        m.kernel_purity.set(e.result.purity);
+        m.kernel_trace_error.set(e.result.trace_error);
+        if e.result.positivity_correction > 0.0 {
+            m.kernel_positivity_corrections.inc();
+        }
+        // No subscribers is not an error.
+        let _ = self.steps.send(e.clone());
+    }
+}

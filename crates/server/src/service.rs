@@ -1,0 +1,152 @@
+//! The running service: every part opened from one data directory, shared
+//! by the HTTP and gRPC front ends.
+
+use crate::auth::{Authenticator, RateLimiter, TokenFile};
+use crate::config::Config;
+use crate::data;
+use crate::metrics::{Metrics, StepFanout};
+use anyhow::{bail, Context, Result};
+use capsule_cortex::{Cortex, CortexConfig, HashPlanner, StepEvent};
+use capsule_kernel::Kernel;
+use capsule_ledger::{Ledger, LedgerConfig};
+use capsule_memory::EventStore;
+use capsule_policy::approvals::ApprovalQueue;
+use capsule_policy::killswitch::KillSwitch;
+use capsule_policy::PolicyEngine;
+use capsule_store::{FileKeyring, Store};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Steps buffered per StreamSteps subscriber before it counts as lagging.
+pub const STEP_CHANNEL_CAPACITY: usize = 1024;
+
+pub struct Service {
+    pub data: PathBuf,
+    pub config: Config,
+    pub cortex: Arc<Cortex>,
+    pub ledger: Arc<Ledger>,
+    pub policy: Arc<PolicyEngine>,
+    pub kill: Arc<KillSwitch>,
+    pub store: Store,
+    pub approvals: Mutex<ApprovalQueue>,
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+    pub metrics: Arc<Metrics>,
+    pub steps: broadcast::Sender<StepEvent>,
+    pub subscribers: AtomicUsize,
+    ready: AtomicBool,
+}
+
+impl Service {
+    /// Open every part of `data` under `config`. Starts the kill-switch
+    /// trigger watcher, the SIGUSR1 listener, the policy directory watcher
+    /// and the SIGHUP reload (their threads end with the service).
+    pub fn open(data: &Path, config: Config) -> Result<Arc<Service>> {
+        if !data::config(data).exists() {
+            bail!(
+                "{} is not a data directory (no capsule.toml); run `capsule init {}` first",
+                data.display(),
+                data.display()
+            );
+        }
+        let ledger_config = LedgerConfig {
+            checkpoint_interval: Duration::from_millis(config.signing.checkpoint_interval_ms),
+            ..LedgerConfig::default()
+        };
+        let ledger = data::try_open_ledger_with(data, ledger_config)?.with_context(|| {
+            format!(
+                "another process holds the ledger in {}; is a service already running?",
+                data::ledger(data).display()
+            )
+        })?;
+        let kill = KillSwitch::open(&data::state(data), ledger.clone())?;
+        let (rules, policy_config) = data::load_policy(data)?;
+        let policy = Arc::new(PolicyEngine::new(
+            rules,
+            policy_config,
+            kill.clone(),
+            ledger.clone(),
+        )?);
+        let approvals = ApprovalQueue::open(&data::approvals(data))?;
+        let keyring_path = data::keyring(data);
+        let keyring = if keyring_path.exists() {
+            FileKeyring::open(&keyring_path)?
+        } else {
+            FileKeyring::create(&keyring_path, &[])?
+        };
+        let store = Store::open(&data::store(data), Arc::new(keyring), ledger.clone())?;
+        let events_path = data.join(&config.memory.events);
+        if let Some(dir) = events_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let memory = Arc::new(EventStore::open(&events_path)?);
+        let tokens = TokenFile::load(&data.join(&config.auth.tokens))?;
+        if tokens.tokens.is_empty() {
+            bail!(
+                "{} holds no tokens; nobody could call the service (capsule tokens add)",
+                data.join(&config.auth.tokens).display()
+            );
+        }
+        let auth = Authenticator::new(&tokens)?;
+        let kernel =
+            Kernel::new(config.kernel.clone()).map_err(|e| anyhow::anyhow!("kernel: {e}"))?;
+        let metrics = Arc::new(Metrics::new());
+        let (steps, _) = broadcast::channel(STEP_CHANNEL_CAPACITY);
+        let cortex = Cortex::new(
+            CortexConfig {
+                default_planner: config.llm.planner.clone(),
+                default_affect: config.security.default_affect,
+                ..CortexConfig::default()
+            },
+            kernel,
+            policy.clone(),
+            memory,
+        )?
+        .with_planner(Arc::new(HashPlanner))
+        .with_observer(Arc::new(StepFanout {
+            metrics: metrics.clone(),
+            steps: steps.clone(),
+        }));
+
+        kill.watch_trigger(Duration::from_millis(config.security.kill_switch_poll_ms));
+        kill.listen_sigusr1()?;
+        policy.watch_policy_dir(
+            &data::policy(data),
+            Duration::from_millis(config.security.watch_policy_ms),
+        );
+        policy.reload_on_sighup(&data::policy(data))?;
+
+        let svc = Arc::new(Service {
+            data: data.to_path_buf(),
+            limiter: RateLimiter::new(config.auth.rate_limit_per_minute),
+            config,
+            cortex: Arc::new(cortex),
+            ledger,
+            policy,
+            kill,
+            store,
+            approvals: Mutex::new(approvals),
+            auth,
+            metrics,
+            steps,
+            subscribers: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
+        });
+        Ok(svc)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn approvals(&self) -> std::sync::MutexGuard<'_, ApprovalQueue> {
+        self.approvals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
