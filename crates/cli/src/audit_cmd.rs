@@ -8,6 +8,7 @@ use capsule_ledger::{
 };
 use clap::{Args, Subcommand};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -33,6 +34,9 @@ enum AuditCommand {
         /// The verifier key to trust, `<name>+<id>+<key>` (default: DIR/keys/ledger-v1.pub).
         #[arg(long)]
         key: Option<String>,
+        /// List every policy decision (seq, principal, action, resource, outcome).
+        #[arg(long)]
+        decisions: bool,
         #[arg(long)]
         json: bool,
     },
@@ -127,7 +131,12 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
     let dir = resolve(&args.dir.clone().unwrap_or_else(default_ledger_dir));
     match args.command {
         AuditCommand::Append(a) => append(&dir, a),
-        AuditCommand::Verify { dir, key, json } => verify_cmd(&resolve(&dir), key.as_deref(), json),
+        AuditCommand::Verify {
+            dir,
+            key,
+            decisions,
+            json,
+        } => verify_cmd(&resolve(&dir), key.as_deref(), decisions, json),
         AuditCommand::Prove { seq, size, json } => prove(&dir, seq, size, json),
         AuditCommand::Consistency { m, n, json } => consistency(&dir, m, n, json),
         AuditCommand::Tail { count, json } => tail(&dir, count, json),
@@ -221,7 +230,24 @@ fn append(dir: &Path, a: AppendArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify_cmd(dir: &Path, key: Option<&str>, as_json: bool) -> Result<ExitCode> {
+/// Every recorded policy decision, and their count by (action, outcome).
+fn decisions(dir: &Path) -> Result<(Vec<AuditEntry>, BTreeMap<(String, String), u64>)> {
+    let reader = LogReader::open(dir)?;
+    let mut all = Vec::new();
+    let mut tally = BTreeMap::new();
+    for seq in 0..reader.size() {
+        let e = reader.entry(seq)?;
+        if e.record.meta["kind"] == "policy.decision" {
+            *tally
+                .entry((e.record.action.clone(), e.record.decision.clone()))
+                .or_insert(0) += 1;
+            all.push(e);
+        }
+    }
+    Ok((all, tally))
+}
+
+fn verify_cmd(dir: &Path, key: Option<&str>, list: bool, as_json: bool) -> Result<ExitCode> {
     let (key, source) = match key {
         Some(text) => (VerifierKey::parse(text)?, "--key".to_string()),
         None => {
@@ -236,6 +262,7 @@ fn verify_cmd(dir: &Path, key: Option<&str>, as_json: bool) -> Result<ExitCode> 
     };
     match verify(dir, &key) {
         Ok(report) => {
+            let (made, tally) = decisions(dir)?;
             if as_json {
                 println!(
                     "{}",
@@ -246,6 +273,8 @@ fn verify_cmd(dir: &Path, key: Option<&str>, as_json: bool) -> Result<ExitCode> 
                         "key_rotations": report.key_rotations,
                         "latest_checkpoint": report.latest.as_ref().map(|(s, r)| json!({"size": s, "root_hash": r})),
                         "current_key": report.current_key,
+                        "decisions": made.len(),
+                        "decisions_by_action": tally.iter().map(|((a, o), n)| json!({"action": a, "outcome": o, "count": n})).collect::<Vec<_>>(),
                     })
                 );
             } else {
@@ -256,6 +285,24 @@ fn verify_cmd(dir: &Path, key: Option<&str>, as_json: bool) -> Result<ExitCode> 
                 );
                 if let Some((size, root)) = &report.latest {
                     println!("newest checkpoint: size {size}, root {root}");
+                }
+                let by: Vec<String> = tally
+                    .iter()
+                    .map(|((a, o), n)| format!("{a} {o} ×{n}"))
+                    .collect();
+                println!("policy decisions: {} ({})", made.len(), by.join(", "));
+                if list {
+                    for e in &made {
+                        println!(
+                            "{:>8}  {}  {:<24} {:<16} {:<28} {}",
+                            e.seq,
+                            format_ts(e.ts),
+                            e.record.actor,
+                            e.record.action,
+                            e.record.subject,
+                            e.record.decision
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -1,152 +1,243 @@
-//! `capsule demo`: a short kernel session with a workspace that changes over
-//! time, each step recorded in an audit ledger, narrated. Everything runs
-//! in-process on embedded defaults, in a temporary directory.
+//! `capsule demo`: the service end to end on embedded defaults. It makes a
+//! data directory in a temporary folder, starts the service in-process on
+//! free loopback ports, and talks to it over real HTTP and gRPC: scripted
+//! thoughts, an allowed and a denied action with their explanations, the
+//! kill switch armed and disarmed, then a graceful shutdown, the ledger
+//! verified and an inclusion proof checked.
 
-use anyhow::{Context, Result};
-use capsule_kernel::{restore, snapshot, Kernel, KernelConfig};
-use capsule_ledger::{verify, Ledger, LedgerConfig, LedgerError, Record};
+use crate::client::{ApiClient, Reply};
+use anyhow::{bail, Context, Result};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use capsule_ledger::keys::{load_key_file, KeyStore};
+use capsule_ledger::merkle::{leaf_hash, verify_inclusion};
+use capsule_ledger::{LogReader, NoteSigner};
+use capsule_policy::killswitch::disarm_statement;
+use capsule_server::auth::{Role, TokenFile};
+use capsule_server::grpc::pb::brain_ai_client::BrainAiClient;
+use capsule_server::grpc::pb::{GetStateRequest, StepRequest, StreamStepsRequest};
+use capsule_server::service::Service;
+use capsule_server::{data, Bound, Config};
 use clap::Args;
+use serde_json::{json, Value};
 use std::process::ExitCode;
+use std::time::Instant;
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Steps to run.
-    #[arg(long, default_value_t = 40)]
-    steps: u64,
-    /// Kernel seed.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
+    /// Keep the data directory here instead of a temporary one.
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
-/// The workspace at step `s`: a slowly rotating unit vector of 8 values.
-fn workspace(s: u64) -> Vec<f64> {
-    let raw: Vec<f64> = (0..8)
-        .map(|j| (0.15 * s as f64 + j as f64 * 0.8).sin())
-        .collect();
-    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt();
-    raw.iter().map(|x| x / norm).collect()
+const THOUGHTS: &[&str] = &[
+    "Summarise the audit log for the last hour",
+    "Plan the next step of the data migration",
+    "Is the backup job healthy?",
+    "Draft a reply to the on-call engineer",
+];
+
+fn expect(what: &str, r: &Reply, status: u16) -> Result<()> {
+    if r.status != status {
+        bail!(
+            "{what}: expected HTTP {status}, got {}: {}",
+            r.status,
+            r.body
+        );
+    }
+    Ok(())
+}
+
+fn authed<T>(token: &str, msg: T) -> Result<tonic::Request<T>> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(req)
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
-    let config = KernelConfig {
-        dim: 16,
-        seed: args.seed,
-        workspace_dim: 8,
-        ..KernelConfig::default()
-    };
-    println!("Capsule demo: the kernel, a simulated open quantum system used as an agent's state.");
-    println!("(A numerical simulation with real mathematics; nothing here thinks or feels.)\n");
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let data = args.keep.unwrap_or_else(|| tmp.path().join("data"));
+    println!("Capsule demo: a governed agent runtime, end to end on this machine.");
+    println!("(The kernel is a numerical simulation of an open quantum system used as state;");
+    println!(" nothing here thinks or feels.)\n");
+
+    let made = data::init(&data)?;
+    let tokens_path = data.join("auth/tokens.json");
+    let mut tokens = TokenFile::load(&tokens_path)?;
+    let agent = tokens.add("demo-agent", Role::Agent)?;
+    let guest = tokens.add("guest", Role::Agent)?;
+    tokens.save(&tokens_path)?;
+    // One extra rule so the demo can show a denial next to an allowance.
+    std::fs::write(
+        data::policy(&data).join("demo.cedar"),
+        "// Demo rule: the guest agent may step the kernel but not measure it.\n\
+         @id(\"guest-may-not-measure\")\n\
+         forbid (principal == Capsule::Agent::\"guest\", action == Capsule::Action::\"brain.measure\", resource);\n",
+    )?;
     println!(
-        "Kernel: d = {}, seed = {}, relaxation rate {}, dephasing rate {}, step tolerance {:.0e}.",
-        config.dim, config.seed, config.relaxation_rate, config.dephasing_rate, config.tolerance
+        "1. capsule init {}: config, ledger keys, default policies, operator token;",
+        data.display()
     );
-    println!("Starting in the pure ground state |0⟩⟨0| (entropy 0). The workspace vector gw rotates each step;");
-    println!("every 10th step the kernel measures and collapses to a basis state.\n");
-    let mut kernel = Kernel::new(config)?;
-    let tmp = tempfile::tempdir().context("creating a temporary directory for the demo ledger")?;
-    let ledger_dir = tmp.path().join("ledger");
-    let ledger = Ledger::create(&ledger_dir, "capsule.local/demo", LedgerConfig::default())?;
-    println!(
-        "{:>5} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9}  event",
-        "step", "t", "dt", "entropy", "purity", "trace_err", "l1_coh"
-    );
-    let mut outcomes = Vec::new();
-    for s in 1..=args.steps {
-        let gw = workspace(s);
-        let out = kernel.step(&gw, s % 10 == 0)?;
-        let event = match (out.measured_state, out.rejected_attempts) {
-            (Some(i), _) => {
-                outcomes.push(i);
-                format!("measured → |{i}⟩")
-            }
-            (None, r) if r > 0 => format!("dt halved {r}×"),
-            _ if out.dt_next > out.dt => "dt doubled".to_string(),
-            _ => String::new(),
-        };
+    println!("   tokens for agents demo-agent and guest; one demo rule (guest-may-not-measure).");
+
+    let env = [
+        ("CAPSULE_SERVER__HTTP", "127.0.0.1:0"),
+        ("CAPSULE_SERVER__GRPC", "127.0.0.1:0"),
+        ("CAPSULE_SERVER__METRICS", "127.0.0.1:0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let config = Config::load(&data::config(&data), env)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (proven_seq, proof) = runtime.block_on(async {
+        let svc = Service::open(&data, config)?;
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<Bound>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(capsule_server::serve(
+            svc,
+            move |b| {
+                let _ = bound_tx.send(b);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let bound = bound_rx.await.context("the service did not start")?;
         println!(
-            "{:>5} {:>8.3} {:>9.2e} {:>10.6} {:>9.6} {:>10.1e} {:>9.4}  {event}",
-            out.step,
-            out.t,
-            out.dt,
-            out.observables.entropy,
-            out.observables.purity,
-            out.observables.trace_error,
-            out.observables.l1_coherence
+            "2. capsule up (in-process): HTTP {}  gRPC {}  metrics {}\n",
+            bound.http, bound.grpc, bound.metrics
         );
-        let mut record = Record::new(
-            "agent:demo",
-            "brain.step",
-            if out.is_valid { "ok" } else { "invalid" },
+        let api = ApiClient::new(&format!("http://{}", bound.http), &agent)?;
+        let ops = api.as_token(&made.operator_token);
+        let guest_api = api.as_token(&guest);
+
+        println!("3. Thoughts over HTTP (POST /v1/think, deterministic hash planner):");
+        println!("   {:<44} {:<14} {:>5} {:>9} {:>9} {:>8}  ledger", "text", "op", "step", "entropy", "purity", "measured");
+        let mut last = Value::Null;
+        for text in THOUGHTS {
+            let r = api.post("/v1/think", &json!({ "text": text })).await?;
+            expect("think", &r, 200)?;
+            let b = &r.body;
+            println!(
+                "   {:<44} {:<14} {:>5} {:>9.6} {:>9.6} {:>8}  #{}",
+                text,
+                b["op"].as_str().unwrap_or("?"),
+                b["step"].as_u64().unwrap_or(0),
+                b["entropy"].as_f64().unwrap_or(f64::NAN),
+                b["purity"].as_f64().unwrap_or(f64::NAN),
+                b["measured_state"].as_u64().map_or("-".into(), |i| format!("|{i}⟩")),
+                b["ledger_seq"]
+            );
+            last = r.body;
+        }
+        println!("   policy on each: {}", last["decision"]["explanation"].as_str().unwrap_or(""));
+
+        println!("\n4. The same kernel over gRPC (capsule.brain.v1.BrainAI):");
+        let mut grpc = BrainAiClient::connect(format!("http://{}", bound.grpc)).await?;
+        let mut stream = grpc
+            .stream_steps(authed(&agent, StreamStepsRequest { limit: 1 })?)
+            .await?
+            .into_inner();
+        let gw: Vec<f64> = (0..8).map(|j| (j as f64 * 0.7).sin() / 2.0).collect();
+        let step = grpc
+            .step(authed(&agent, StepRequest { global_workspace: gw, measure: false })?)
+            .await?
+            .into_inner();
+        let streamed = stream.message().await?.context("StreamSteps ended early")?;
+        let state = grpc.get_state(authed(&agent, GetStateRequest {})?).await?.into_inner();
+        println!(
+            "   Step → step {} entropy {:.6} trace error {:.1e} valid {}; StreamSteps saw step {}; GetState: d = {}, step {}",
+            step.step, step.entropy, step.trace_error, step.is_valid, streamed.step, state.dimension, state.step
         );
-        record.subject = "kernel/demo".into();
-        record.reason = if event.is_empty() {
-            "step".into()
-        } else {
-            event.clone()
-        };
-        record.meta = serde_json::json!({
-            "step": out.step, "entropy": out.observables.entropy, "measured_state": out.measured_state,
+
+        println!("\n5. An allowed and a denied action, with their explanations:");
+        let r = api.post("/v1/think", &json!({ "text": "Check the sensor", "measure": true })).await?;
+        expect("allowed measure", &r, 200)?;
+        println!("   demo-agent brain.measure → {} ({})", r.body["decision"]["outcome"].as_str().unwrap_or("?"), r.body["decision"]["explanation"].as_str().unwrap_or(""));
+        let proven_seq = r.body["ledger_seq"].as_u64().context("ledger_seq")?;
+        let r = guest_api.post("/v1/think", &json!({ "text": "Check the sensor", "measure": true })).await?;
+        expect("denied measure", &r, 403)?;
+        println!("   guest brain.measure      → HTTP 403 {} ({})", r.body["decision"]["outcome"].as_str().unwrap_or("?"), r.body["reason"].as_str().unwrap_or(""));
+        let r = api
+            .post("/v1/policy/evaluate", &json!({ "principal": "agent:demo-agent", "action": "system.exec", "resource": "command:rm" }))
+            .await?;
+        expect("evaluate", &r, 200)?;
+        println!("   demo-agent system.exec   → {} ({})", r.body["decision"]["outcome"].as_str().unwrap_or("?"), r.body["decision"]["explanation"].as_str().unwrap_or(""));
+        let r = api.post("/v1/think", &json!({ "text": "x", "gw": vec![0.5; 61] })).await?;
+        expect("critic", &r, 400)?;
+        println!("   a plan with 61 workspace values → HTTP 400, field {}: {}", r.body["field"], r.body["reason"].as_str().unwrap_or(""));
+
+        println!("\n6. The kill switch:");
+        let r = ops.post("/v1/kill", &json!({ "reason": "demo: stop everything" })).await?;
+        expect("arm", &r, 200)?;
+        let before = api.get("/v1/kernel/state").await?.body["step"].clone();
+        let r = api.post("/v1/think", &json!({ "text": "keep going" })).await?;
+        expect("think while armed", &r, 423)?;
+        let after = api.get("/v1/kernel/state").await?.body["step"].clone();
+        println!("   armed by the operator; a think → HTTP 423 ({}); kernel step stays {before} → {after}", r.body["reason"].as_str().unwrap_or(""));
+        let nonce = ops.get("/v1/kill").await?.body["nonce"].as_str().context("nonce")?.to_string();
+        let signer = load_key_file(&made.operator_key, "operator")?;
+        let body = json!({
+            "signatures": [{ "key": signer.verifier().to_string(), "signature": B64.encode(signer.sign(disarm_statement(&nonce).as_bytes())) }],
+            "reason": "demo: resume",
         });
-        ledger.append(record)?;
-        if !out.is_valid {
-            anyhow::bail!("invalid state at step {}: the kernel halted", out.step);
-        }
-    }
-    let checkpoint = ledger.checkpoint()?;
-    let first_key = ledger.first_key()?;
-    let proven = 9.min(ledger.size() - 1);
-    let proof = ledger.inclusion_proof(proven, checkpoint.size())?;
-    let proof_ok = proof.verify().is_ok() && &proof.root == checkpoint.root();
-    ledger.close()?;
-    drop(ledger);
-    let report = verify(&ledger_dir, &first_key)?;
-    let segment = ledger_dir.join("segments/00000001.seg");
-    let mut seg_bytes = std::fs::read(&segment)?;
-    let flip_at = seg_bytes.len() / 3;
-    seg_bytes[flip_at] ^= 0x01;
-    std::fs::write(&segment, &seg_bytes)?;
-    let caught = match verify(&ledger_dir, &first_key) {
-        Err(LedgerError::Corrupt { offset, reason, .. }) => {
-            format!("caught: segment 00000001.seg, record at offset {offset}: {reason}")
-        }
-        Err(e) => format!("caught: {e}"),
-        Ok(_) => "NOT caught (unexpected)".into(),
+        let r = ops.delete("/v1/kill", &body).await?;
+        expect("disarm", &r, 200)?;
+        let r = api.post("/v1/think", &json!({ "text": "resume work" })).await?;
+        expect("think after disarm", &r, 200)?;
+        println!("   disarmed with the operator key's signature over the arming nonce; thinking resumes at step {}", r.body["step"]);
+
+        let r = api.get(&format!("/v1/audit/proof/{proven_seq}")).await?;
+        expect("proof", &r, 200)?;
+        let proof = r.body;
+        stop_tx.send(()).ok();
+        server.await??;
+        println!("\n7. Graceful shutdown: requests drained, ledger flushed and checkpointed.");
+        anyhow::Ok((proven_seq, proof))
+    })?;
+
+    let dir = data::ledger(&data);
+    let reader = LogReader::open(&dir)?;
+    let key = KeyStore::new(&dir.join("keys"), "ledger").load_public(1)?;
+    let report = capsule_ledger::verify(&dir, &key)?;
+    let decisions = (0..reader.size())
+        .map(|s| reader.entry(s))
+        .filter(|e| {
+            e.as_ref()
+                .map_or(true, |e| e.record.meta["kind"] == "policy.decision")
+        })
+        .count();
+    let leaf = leaf_hash(&reader.entry(proven_seq)?.encode());
+    let hex32 = |v: &Value| -> Result<[u8; 32]> {
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(v.as_str().context("hash")?, &mut h)?;
+        Ok(h)
     };
-    let bytes = snapshot(&kernel)?;
-    let back = restore(&bytes)?;
-    let exact = back.state() == kernel.state();
-    let mut tampered = bytes.clone();
-    let mid = tampered.len() / 2;
-    tampered[mid] ^= 0x40;
-    let refused = restore(&tampered)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| "accepted (unexpected)".into());
-    let c = kernel.corrections();
-    println!("\nWhat happened:");
-    println!("- {} steps to t = {:.3}; every state passed the validity gate (trace, Hermiticity, λ_min within 1e-9).", kernel.step_count(), kernel.time());
-    println!("- Measurement outcomes (seeded by kernel seed and step, so a rerun repeats them): {outcomes:?}.");
+    let path = proof["path"]
+        .as_array()
+        .context("path")?
+        .iter()
+        .map(hex32)
+        .collect::<Result<Vec<_>>>()?;
+    let size = proof["tree_size"].as_u64().context("tree_size")?;
+    let root = hex32(&proof["root"])?;
+    let proof_ok = verify_inclusion(proven_seq, size, &leaf, &path, &root).is_ok()
+        && reader.root(size)? == root;
     println!(
-        "- Corrections reported: {} positivity projections, largest trace renormalisation {:.1e}.",
-        c.positivity_projections, c.max_trace_correction
+        "8. Ledger: {} entries ({} policy decisions), {} signed checkpoints; verified against {key}.",
+        report.entries, decisions, report.checkpoints
     );
     println!(
-        "- Snapshot: {} bytes; restored exactly: {exact}; with one byte flipped: {refused}.",
-        bytes.len()
+        "   Inclusion proof of entry #{proven_seq} (the allowed measurement): {} hashes to the root of size {size}: {}.",
+        path.len(),
+        if proof_ok { "valid" } else { "INVALID" }
     );
     println!(
-        "- Audit ledger: {} entries, one per step; checkpoint of size {} signed by {}.",
-        report.entries,
-        checkpoint.size(),
-        first_key
+        "\nDone in {:.1} s. ledger verified",
+        started.elapsed().as_secs_f64()
     );
-    println!(
-        "- Inclusion proof of step {} ({} hashes) leads to the checkpoint root: {proof_ok}; verify passed.",
-        proven + 1,
-        proof.path.len()
-    );
-    println!("- One bit flipped at byte {flip_at} of the ledger's segment: {caught}.");
-    Ok(if exact && proof_ok && !caught.contains("NOT") {
+    Ok(if proof_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
