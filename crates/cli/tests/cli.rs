@@ -112,12 +112,25 @@ fn kernel_run_rejects_a_bad_workspace_naming_the_value() {
 }
 
 #[test]
-fn demo_runs_and_reports_an_exact_snapshot_round_trip() {
+fn demo_serves_http_and_grpc_and_ends_with_a_verified_ledger() {
     let out = capsule().arg("demo").output().expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("restored exactly: true"), "{text}");
-    assert!(text.contains("checksum mismatch"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "StreamSteps saw step 5",
+        "guest brain.measure      → HTTP 403 blocked",
+        "forbidden by deny-system-exec",
+        "HTTP 423",
+        "thinking resumes",
+        "valid.",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+    }
+    assert!(text.trim_end().ends_with("ledger verified"), "{text}");
 }
 
 #[test]
