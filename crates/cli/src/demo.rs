@@ -16,7 +16,7 @@ use capsule_server::auth::{Role, TokenFile};
 use capsule_server::grpc::pb::brain_ai_client::BrainAiClient;
 use capsule_server::grpc::pb::{GetStateRequest, StepRequest, StreamStepsRequest};
 use capsule_server::service::Service;
-use capsule_server::{data, Bound, Config};
+use capsule_server::{data, Config};
 use clap::Args;
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -91,19 +91,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let config = Config::load(&data::config(&data), env)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let (proven_seq, proof) = runtime.block_on(async {
-        let svc = Service::open(&data, config)?;
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<Bound>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(capsule_server::serve(
-            svc,
-            move |b| {
-                let _ = bound_tx.send(b);
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let bound = bound_rx.await.context("the service did not start")?;
+        let server = capsule_server::start(Service::open(&data, config)?).await?;
+        let bound = server.bound;
         println!(
             "2. capsule up (in-process): HTTP {}  gRPC {}  metrics {}\n",
             bound.http, bound.grpc, bound.metrics
@@ -191,8 +180,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         let r = api.get(&format!("/v1/audit/proof/{proven_seq}")).await?;
         expect("proof", &r, 200)?;
         let proof = r.body;
-        stop_tx.send(()).ok();
-        server.await??;
+        server.stop().await?;
         println!("\n7. Graceful shutdown: requests drained, ledger flushed and checkpointed.");
         anyhow::Ok((proven_seq, proof))
     })?;

@@ -141,6 +141,51 @@ pub async fn serve(
     result
 }
 
+/// A service started in the background by [`start`].
+pub struct Running {
+    pub bound: Bound,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Shut down gracefully and wait until the ledger is closed.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?
+    }
+}
+
+/// [`serve`] on a background task (for in-process use: the demo, tests);
+/// returns once every listener is bound.
+pub async fn start(svc: Arc<Service>) -> Result<Running> {
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(
+        svc,
+        move |b| {
+            let _ = bound_tx.send(b);
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    match bound_rx.await {
+        Ok(bound) => Ok(Running {
+            bound,
+            stop: Some(stop_tx),
+            task,
+        }),
+        // serve returned before binding: its error says why.
+        Err(_) => Err(task
+            .await?
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the service stopped before binding"))),
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn termination() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -54,6 +54,12 @@ pub const ROUTES: &[Route] = &[
 ];
 
 fn schemas() -> Value {
+    let unit = json!({ "type": "number", "minimum": 0, "maximum": 1 });
+    let affect = json!({
+        "type": "object", "additionalProperties": false,
+        "description": "Affect parameters for the policy decision (default: security.default_affect)",
+        "properties": { "confidence": unit, "empathy": unit, "safety": unit }
+    });
     let num_array = json!({ "type": "array", "items": { "type": "number", "minimum": -10, "maximum": 10 }, "maxItems": 60 });
     json!({
         "ThinkRequest": {
@@ -63,12 +69,13 @@ fn schemas() -> Value {
                 "gw": num_array,
                 "measure": { "type": "boolean" },
                 "lane": { "enum": ["experimental", "candidate", "prod"] },
-                "planner": { "type": "string", "examples": ["hash"] }
+                "planner": { "type": "string", "examples": ["hash"] },
+                "affect": affect
             }
         },
         "StepRequest": {
             "type": "object", "additionalProperties": false,
-            "properties": { "gw": num_array, "measure": { "type": "boolean" } }
+            "properties": { "gw": num_array, "measure": { "type": "boolean" }, "affect": affect }
         },
         "ArmRequest": {
             "type": "object", "additionalProperties": false,

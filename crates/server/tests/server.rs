@@ -8,12 +8,11 @@ use capsule_ledger::{LogReader, NoteSigner};
 use capsule_policy::killswitch::disarm_statement;
 use capsule_server::auth::{Role, TokenFile};
 use capsule_server::service::Service;
-use capsule_server::{data, Bound, Config};
+use capsule_server::{data, Config};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tokio::sync::oneshot;
 
 struct TestServer {
     _dir: tempfile::TempDir,
@@ -22,8 +21,7 @@ struct TestServer {
     grpc: String,
     metrics: String,
     tokens: HashMap<&'static str, String>,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    running: capsule_server::Running,
     http: reqwest::Client,
 }
 
@@ -64,19 +62,10 @@ async fn start_with(overrides: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> 
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let config = Config::load(&data::config(&data), env).unwrap();
-    let svc = Service::open(&data, config).unwrap();
-    let (bound_tx, bound_rx) = oneshot::channel::<Bound>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(capsule_server::serve(
-        svc,
-        move |b| {
-            let _ = bound_tx.send(b);
-        },
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    let b = bound_rx.await.unwrap();
+    let running = capsule_server::start(Service::open(&data, config).unwrap())
+        .await
+        .unwrap();
+    let b = running.bound;
     TestServer {
         _dir: dir,
         data,
@@ -84,8 +73,7 @@ async fn start_with(overrides: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> 
         grpc: format!("http://{}", b.grpc),
         metrics: format!("http://{}", b.metrics),
         tokens,
-        stop: Some(stop_tx),
-        done: Some(done),
+        running,
         http: reqwest::Client::new(),
     }
 }
@@ -141,9 +129,8 @@ impl TestServer {
 
     /// Stop gracefully, then check the ledger verifies and that every
     /// decision the server reported is in it as a policy decision.
-    async fn finish(mut self, decisions: &[u64]) {
-        self.stop.take().unwrap().send(()).unwrap();
-        self.done.take().unwrap().await.unwrap().unwrap();
+    async fn finish(self, decisions: &[u64]) {
+        self.running.stop().await.unwrap();
         let dir = data::ledger(&self.data);
         let reader = LogReader::open(&dir).unwrap();
         let key = capsule_ledger::keys::KeyStore::new(&dir.join("keys"), "ledger")
@@ -450,7 +437,7 @@ async fn the_kill_switch_trigger_file_stops_the_kernel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_loses_no_acknowledged_ledger_entry() {
-    let mut s = start().await;
+    let s = start().await;
     let mut tasks = Vec::new();
     for w in 0..4 {
         let http = s.http.clone();
@@ -477,14 +464,19 @@ async fn graceful_shutdown_loses_no_acknowledged_ledger_entry() {
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    s.stop.take().unwrap().send(()).unwrap();
-    s.done.take().unwrap().await.unwrap().unwrap();
+    let TestServer {
+        _dir,
+        data,
+        running,
+        ..
+    } = s;
+    running.stop().await.unwrap();
     let mut acked = Vec::new();
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
     assert!(!acked.is_empty());
-    let dir = data::ledger(&s.data);
+    let dir = data::ledger(&data);
     let reader = LogReader::open(&dir).unwrap();
     for seq in &acked {
         let e = reader.entry(*seq).unwrap();
