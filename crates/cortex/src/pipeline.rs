@@ -255,6 +255,8 @@ impl Observer for NoObserver {}
 /// The think pipeline over one kernel.
 pub struct Cortex {
     config: CortexConfig,
+    /// What the critic enforces; fixed by the kernel's configuration.
+    limits: CriticLimits,
     kernel: Mutex<Kernel>,
     /// The state at the step count it was computed for.
     state_cache: Mutex<Option<KernelState>>,
@@ -304,8 +306,13 @@ impl Cortex {
             });
         }
         let ledger = policy.ledger().clone();
+        let limits = CriticLimits {
+            workspace_dim: kernel.config().workspace_dim,
+            allowed_ops: config.allowed_ops.clone(),
+        };
         Ok(Cortex {
             config,
+            limits,
             kernel: Mutex::new(kernel),
             state_cache: Mutex::new(None),
             policy,
@@ -348,13 +355,6 @@ impl Cortex {
         self.kernel.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn limits(&self, kernel: &Kernel) -> CriticLimits {
-        CriticLimits {
-            workspace_dim: kernel.config().workspace_dim,
-            allowed_ops: self.config.allowed_ops.clone(),
-        }
-    }
-
     /// Text → plan → critic → policy → kernel step → memory → ledger.
     pub fn think(&self, principal: &str, req: &ThinkRequest) -> Result<ThinkReply> {
         if req.text.len() > MAX_TEXT_BYTES {
@@ -386,15 +386,14 @@ impl Cortex {
                     self.planner_names().join(", ")
                 ),
             })?;
-        let limits = self.limits(&self.kernel());
         let plan = planner.plan(&PlanInput {
             text: &req.text,
             gw: req.gw.as_deref(),
             measure: req.measure,
-            workspace_dim: limits.workspace_dim,
+            workspace_dim: self.limits.workspace_dim,
         })?;
         let lane = req.lane.unwrap_or(Lane::Prod);
-        self.check(principal, &plan, &limits)?;
+        self.check(principal, &plan)?;
         let ctx = ThinkContext {
             text: &req.text,
             glyph: glyph_of(&req.text),
@@ -430,8 +429,7 @@ impl Cortex {
             measure,
             rationale: "direct kernel step".into(),
         };
-        let limits = self.limits(&self.kernel());
-        self.check(principal, &plan, &limits)?;
+        self.check(principal, &plan)?;
         let done = self.run(principal, &plan, Lane::Prod, affect, None)?;
         Ok(StepReply {
             result: done.result,
@@ -441,8 +439,8 @@ impl Cortex {
     }
 
     /// The critic; a refusal is recorded in the ledger.
-    fn check(&self, principal: &str, plan: &Plan, limits: &CriticLimits) -> Result<()> {
-        let Err(rejection) = critique(plan, limits) else {
+    fn check(&self, principal: &str, plan: &Plan) -> Result<()> {
+        let Err(rejection) = critique(plan, &self.limits) else {
             return Ok(());
         };
         let mut record = Record::new(principal, "plan.critic", "rejected");
