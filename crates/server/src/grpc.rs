@@ -5,7 +5,7 @@
 //! documents.
 
 use crate::auth::{Caller, Role};
-use crate::service::Service;
+use crate::service::{Refusal, Service};
 use capsule_cortex::{CortexError, StepEvent};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -38,26 +38,19 @@ impl BrainService {
     }
 
     fn caller<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Caller, Status> {
-        let token = req
+        let header = req
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
+            .and_then(|v| v.to_str().ok());
+        let caller = self.svc.admit(header).map_err(|r| match r {
+            Refusal::NoToken => {
                 Status::unauthenticated("send authorization: Bearer <token> metadata")
-            })?;
-        let caller = self
-            .svc
-            .auth
-            .authenticate(token.trim())
-            .ok_or_else(|| Status::unauthenticated("unknown token"))?;
-        if let Err(wait) = self.svc.limiter.check(&caller.name) {
-            self.svc.metrics.rate_limited.inc();
-            return Err(Status::resource_exhausted(format!(
-                "rate limit; retry in {:.0} s",
-                wait.as_secs_f64().ceil().max(1.0)
-            )));
-        }
+            }
+            Refusal::UnknownToken => Status::unauthenticated("unknown token"),
+            Refusal::RateLimited { retry_after_s } => {
+                Status::resource_exhausted(format!("rate limit; retry in {retry_after_s} s"))
+            }
+        })?;
         if !roles.contains(&caller.role) {
             return Err(Status::permission_denied(format!(
                 "the {} role may not call this",

@@ -5,7 +5,7 @@
 
 use crate::auth::{Caller, Role};
 use crate::openapi;
-use crate::service::Service;
+use crate::service::{Refusal, Service};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -230,43 +230,39 @@ async fn authenticate(State(svc): Svc, mut req: Request, next: Next) -> Response
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let token = req
+    let header = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let resp = match token.map(|t| svc.auth.authenticate(t)) {
-        None => ApiError::new(
+        .and_then(|v| v.to_str().ok());
+    let resp = match svc.admit(header) {
+        Err(Refusal::NoToken) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send Authorization: Bearer <token>",
         )
         .field("authorization")
         .into_response(),
-        Some(None) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
-            .field("authorization")
-            .into_response(),
-        Some(Some(caller)) => match svc.limiter.check(&caller.name) {
-            Err(wait) => {
-                svc.metrics.rate_limited.inc();
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!(
-                        "over {} requests per minute for this token; retry in {secs} s",
-                        svc.config.auth.rate_limit_per_minute
-                    ),
-                );
-                e.retry_after = Some(secs);
-                e.into_response()
-            }
-            Ok(()) => {
-                req.extensions_mut().insert(caller);
-                next.run(req).await
-            }
-        },
+        Err(Refusal::UnknownToken) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
+                .field("authorization")
+                .into_response()
+        }
+        Err(Refusal::RateLimited { retry_after_s }) => {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "over {} requests per minute for this token; retry in {retry_after_s} s",
+                    svc.config.auth.rate_limit_per_minute
+                ),
+            );
+            e.retry_after = Some(retry_after_s);
+            e.into_response()
+        }
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
     };
     svc.metrics
         .requests

@@ -1,7 +1,7 @@
 //! The running service: every part opened from one data directory, shared
 //! by the HTTP and gRPC front ends.
 
-use crate::auth::{Authenticator, RateLimiter, TokenFile};
+use crate::auth::{Authenticator, Caller, RateLimiter, TokenFile};
 use crate::config::Config;
 use crate::data;
 use crate::metrics::{Metrics, StepFanout};
@@ -19,6 +19,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
+
+/// Why [`Service::admit`] turned a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoToken,
+    UnknownToken,
+    RateLimited { retry_after_s: u64 },
+}
 
 /// Steps buffered per StreamSteps subscriber before it counts as lagging.
 pub const STEP_CHANNEL_CAPACITY: usize = 1024;
@@ -144,6 +152,25 @@ impl Service {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Admit a request by its `Authorization` value: the caller of a known
+    /// bearer token that is within its rate limit. Both front ends use this.
+    pub fn admit(&self, authorization: Option<&str>) -> Result<Caller, Refusal> {
+        let token = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Refusal::NoToken)?;
+        let caller = self
+            .auth
+            .authenticate(token.trim())
+            .ok_or(Refusal::UnknownToken)?;
+        if let Err(wait) = self.limiter.check(&caller.name) {
+            self.metrics.rate_limited.inc();
+            return Err(Refusal::RateLimited {
+                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+        Ok(caller)
     }
 
     pub fn approvals(&self) -> std::sync::MutexGuard<'_, ApprovalQueue> {
