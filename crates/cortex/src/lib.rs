@@ -21,11 +21,13 @@
 #![forbid(unsafe_code)]
 
 pub mod critic;
+pub mod llm;
 pub mod pipeline;
 pub mod plan;
 pub mod planner;
 
 pub use critic::{critique, CriticLimits, Rejection};
+pub use llm::{parse_choice, ChatModel, ChatPrompt, Choice};
 pub use pipeline::{
     glyph_of, Cortex, CortexConfig, CortexError, DecisionSummary, KernelState, Observer, StepEvent,
     StepReply, StepResult, ThinkReply, ThinkRequest,
