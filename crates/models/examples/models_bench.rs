@@ -1,0 +1,99 @@
+//! Benchmarks of the local models (run by benches/models_bench.sh):
+//!
+//!   cargo run --release -p capsule-models --example models_bench -- embed
+//!   cargo run --release -p capsule-models --example models_bench -- llm PROMPT_TOKENS GEN_TOKENS THREADS
+//!
+//! `embed` prints embeddings/s at batch 1 and 32 (median of 5 rounds);
+//! `llm` prints prompt-processing and generation tokens/s and the time to
+//! first token of SmolLM2 (greedy, unconstrained, so the token count is
+//! exactly GEN_TOKENS unless the model ends its turn), median of 5 runs, as
+//! JSON lines.
+
+use capsule_models::fetch::{fetch, shared_models_dir, Source};
+use capsule_models::{Embedder, LocalChat, MiniLm, ModelSpec, MINILM, SMOLLM2};
+use std::time::Instant;
+
+fn models(spec: &ModelSpec) -> std::path::PathBuf {
+    let dir = shared_models_dir();
+    fetch(spec, &dir, &Source::from_env(), None, &mut |_| {}).expect("fetch");
+    dir
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("embed") => embed(),
+        Some("llm") => {
+            let n = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+            llm(n(1, 64), n(2, 64), n(3, 2));
+        }
+        _ => eprintln!("usage: models_bench embed | llm [PROMPT_TOKENS GEN_TOKENS THREADS]"),
+    }
+}
+
+fn embed() {
+    let m = MiniLm::load(&models(&MINILM)).expect("load MiniLM");
+    let texts: Vec<String> = (0..256)
+        .map(|i| {
+            format!(
+                "Thought number {i}: the agent checks the backup job and writes a short report."
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    m.embed(&refs[..32]).unwrap(); // warm-up
+    for batch in [1usize, 32] {
+        let rounds: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let n = if batch == 1 { 64 } else { 256 };
+                for chunk in refs[..n].chunks(batch) {
+                    m.embed(chunk).unwrap();
+                }
+                n as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect();
+        println!(
+            "{{\"bench\":\"embed\",\"batch\":{batch},\"embeddings_per_s\":{:.1}}}",
+            median(rounds)
+        );
+    }
+}
+
+fn llm(prompt_tokens: usize, gen_tokens: usize, threads: usize) {
+    let chat = LocalChat::load_smollm2(&models(&SMOLLM2), threads).expect("load SmolLM2");
+    // A prompt of about `prompt_tokens` tokens (one word ≈ one token here).
+    let words: Vec<String> = (0..prompt_tokens.saturating_sub(12))
+        .map(|i| ["state", "kernel", "ledger", "policy"][i % 4].to_string())
+        .collect();
+    let prompt = chat
+        .render("You are a helpful assistant.", &words.join(" "))
+        .unwrap();
+    chat.generate(&prompt, 8, None).unwrap(); // warm-up
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    let mut ttft = Vec::new();
+    let mut n_prompt = 0;
+    let mut n_gen = 0;
+    for _ in 0..5 {
+        let g = chat.generate(&prompt, gen_tokens, None).unwrap();
+        n_prompt = g.prompt_tokens;
+        n_gen = g.generated_tokens;
+        let first = g.time_to_first_token.as_secs_f64();
+        pp.push(g.prompt_tokens as f64 / first);
+        // Each generated token costs one decode after the first sample.
+        tg.push(g.generated_tokens as f64 / (g.total.as_secs_f64() - first));
+        ttft.push(first * 1e3);
+    }
+    println!(
+        "{{\"bench\":\"llm\",\"threads\":{threads},\"prompt_tokens\":{n_prompt},\"generated_tokens\":{n_gen},\"prompt_tokens_per_s\":{:.1},\"gen_tokens_per_s\":{:.1},\"ttft_ms\":{:.2}}}",
+        median(pp),
+        median(tg),
+        median(ttft)
+    );
+}

