@@ -1,22 +1,30 @@
 //! `capsule-cortex`: the think pipeline (SPEC C1) — text or a workspace
-//! vector in; a plan, a critic's check, a policy decision, one kernel step,
-//! an episodic-memory event and ledger entries out.
+//! vector in; recall, a plan, a critic's check, a policy decision, one
+//! kernel step, an episodic-memory event and ledger entries out.
 //!
 //! **Owns:** the plan format ([`Plan`], [`Op`]); the critic
-//! ([`critique`]); the planner trait and the deterministic hash planner
-//! (SPEC C2 c, [`HashPlanner`]); the orchestration of one think or direct
-//! kernel step over a shared kernel ([`Cortex`]), including the order of
-//! effects and their undo on failure.
+//! ([`critique`]); the planner trait and the planners of SPEC C2 — the
+//! deterministic hash planner ([`HashPlanner`]), the LLM planners
+//! ([`LlmPlanner`]) over the local model ([`LocalModel`], with its output
+//! grammar) or a remote provider ([`remote`]: OpenAI-compatible and
+//! Anthropic clients with timeouts, retries and backoff); the fixed-seed
+//! projection of an embedding to a workspace vector ([`project`]); the
+//! orchestration of one think or direct kernel step over a shared kernel
+//! ([`Cortex`]), with recall and the order of effects and their undo on
+//! failure; and replay of a recorded session from the ledger ([`replay`]).
 //!
 //! **Must never:** step the kernel without an allowing policy decision;
 //! step it without queueing the ledger records under the same lock (the
 //! log order is the step order); reply before those records are durable;
-//! fall back silently from one planner to another; know about HTTP, gRPC or
-//! the CLI (the server crate adapts it).
+//! fall back silently from one planner to another; serve HTTP or gRPC or
+//! know about the CLI (the server crate adapts it; the remote planners are
+//! HTTP *clients* of their providers); call a model during replay.
 //!
 //! **Invariants:** every decision the cortex asks for is in the ledger
 //! (allowed ones next to the step they allowed); a call that fails after
-//! the step leaves kernel and memory as they were before it.
+//! the step leaves kernel, memory and the vector index as they were before
+//! it; every recorded step carries what replay needs (plan, model reply,
+//! state digest).
 
 #![forbid(unsafe_code)]
 
@@ -25,12 +33,16 @@ pub mod llm;
 pub mod pipeline;
 pub mod plan;
 pub mod planner;
+pub mod remote;
+pub mod replay;
 
 pub use critic::{critique, CriticLimits, Rejection};
-pub use llm::{parse_choice, ChatModel, ChatPrompt, Choice};
+pub use llm::{parse_choice, project, ChatModel, ChatPrompt, Choice, LlmPlanner, LocalModel};
 pub use pipeline::{
-    glyph_of, Cortex, CortexConfig, CortexError, DecisionSummary, KernelState, Observer, StepEvent,
-    StepReply, StepResult, ThinkReply, ThinkRequest,
+    glyph_of, state_digest, Cortex, CortexConfig, CortexError, DecisionSummary, KernelState,
+    MemoryHit, Observer, Recall, StepEvent, StepReply, StepResult, ThinkReply, ThinkRequest,
+    MAX_SEARCH_K,
 };
 pub use plan::{Op, Plan};
-pub use planner::{HashPlanner, PlanError, PlanInput, Planner};
+pub use planner::{HashPlanner, ModelOutput, PlanError, PlanInput, Planned, Planner, Recalled};
+pub use remote::{AnthropicChat, OpenAiChat, RemoteConfig, RemoteConfigError};

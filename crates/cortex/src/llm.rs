@@ -8,9 +8,11 @@
 //! object `{"op": "brain.step"|"brain.measure", "measure": bool,
 //! "rationale": "…"}`; [`parse_choice`] checks it and names what is wrong.
 
-use crate::plan::Op;
-use crate::planner::PlanError;
+use crate::plan::{Op, Plan};
+use crate::planner::{ModelOutput, PlanError, PlanInput, Planned, Planner};
+use capsule_models::{Embedder, GrammarSpec, LocalChat};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Longest rationale a model may give, in characters.
 pub const MAX_RATIONALE_CHARS: usize = 400;
@@ -106,9 +108,172 @@ fn strip_fence(text: &str) -> &str {
     rest.strip_suffix("```").unwrap_or(rest).trim()
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters, with `…` when cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
+    }
+}
+
+/// Domain separation of the workspace projection's signs.
+const PROJECTION_CONTEXT: &str = "capsule cortex gw projection v1";
+
+/// The fixed-seed random projection of SPEC C2 (a): gw\[i\] = Σⱼ sᵢⱼ eⱼ with
+/// signs sᵢⱼ = ±1 drawn from BLAKE3's XOF under a fixed key (the same on
+/// every machine), scaled to unit norm. Similar embeddings give similar
+/// workspace vectors (Johnson–Lindenstrauss).
+pub fn project(embedding: &[f32], workspace_dim: usize) -> Vec<f64> {
+    let mut xof = blake3::Hasher::new_derive_key(PROJECTION_CONTEXT)
+        .update(&(embedding.len() as u64).to_le_bytes())
+        .finalize_xof();
+    let mut bits = vec![0u8; (workspace_dim * embedding.len()).div_ceil(8)];
+    xof.fill(&mut bits);
+    let mut gw: Vec<f64> = (0..workspace_dim)
+        .map(|i| {
+            embedding
+                .iter()
+                .enumerate()
+                .map(|(j, &e)| {
+                    let k = i * embedding.len() + j;
+                    if bits[k / 8] >> (k % 8) & 1 == 1 {
+                        f64::from(e)
+                    } else {
+                        -f64::from(e)
+                    }
+                })
+                .sum()
+        })
+        .collect();
+    let norm = gw.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        gw.iter_mut().for_each(|x| *x /= norm);
+    }
+    gw
+}
+
+/// The instructions every model gets.
+const SYSTEM: &str = "You plan one step of a simulated quantum-state kernel that tracks an agent's \
+working state. Read the input and answer with one JSON object: \"op\" is \"brain.step\" to evolve the \
+state, or \"brain.measure\" to evolve it and then measure it (choose measure when the input asks for a \
+decision, a check or a definite answer); \"measure\" is true exactly when op is brain.measure; \
+\"rationale\" is one short sentence about the input that explains the choice.";
+
+/// The prompt for a text and what memory recalled for it.
+pub fn prompt_for(input: &PlanInput<'_>) -> ChatPrompt {
+    let mut user = format!("Input: {}", input.text.trim());
+    if !input.recall.is_empty() {
+        user.push_str("\nRelated earlier inputs:");
+        for r in input.recall {
+            let text: String = r.text.chars().take(200).collect();
+            user.push_str(&format!("\n- ({:.2}) {}", r.score, text.trim()));
+        }
+    }
+    if let Some(m) = input.measure {
+        user.push_str(&format!("\nThe caller asks for measure = {m}."));
+    }
+    ChatPrompt {
+        system: SYSTEM.into(),
+        user,
+    }
+}
+
+/// An LLM planner: the model chooses op, measure and rationale; gw is the
+/// caller's, or the projection of the embedding of text and rationale.
+pub struct LlmPlanner {
+    model: Arc<dyn ChatModel>,
+    embedder: Arc<dyn Embedder>,
+}
+
+impl LlmPlanner {
+    pub fn new(model: Arc<dyn ChatModel>, embedder: Arc<dyn Embedder>) -> Self {
+        LlmPlanner { model, embedder }
+    }
+}
+
+impl Planner for LlmPlanner {
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn plan(&self, input: &PlanInput<'_>) -> Result<Planned, PlanError> {
+        let name = self.model.name();
+        let reply = self.model.complete(&prompt_for(input))?;
+        let choice = parse_choice(name, &reply)?;
+        // The caller's measure wins over the model's.
+        let measure = input.measure.unwrap_or(choice.measure);
+        let gw = match input.gw {
+            Some(gw) => gw.to_vec(),
+            None => {
+                let text = format!("{}\n{}", input.text.trim(), choice.rationale);
+                let e = self.embedder.embed_one(&text).map_err(|e| PlanError {
+                    planner: name.into(),
+                    reason: format!("embedding the input: {e}"),
+                })?;
+                project(&e, input.workspace_dim)
+            }
+        };
+        Ok(Planned {
+            plan: Plan {
+                op: Op::for_measure(measure),
+                gw,
+                measure,
+                rationale: choice.rationale,
+            },
+            model: Some(ModelOutput {
+                model_id: self.model.model_id(),
+                reply,
+            }),
+        })
+    }
+}
+
+/// The local model's output grammar: exactly the choice object, with op
+/// and measure agreeing, and a plain-text rationale that cannot break out
+/// of its string.
+pub const PLAN_GRAMMAR: GrammarSpec = GrammarSpec {
+    gbnf: r#"root ::= "{\"op\": \"brain.step\", \"measure\": false, \"rationale\": \"" text "\"}" | "{\"op\": \"brain.measure\", \"measure\": true, \"rationale\": \"" text "\"}"
+text ::= [A-Za-z] [A-Za-z0-9 ,.;:'()?!-]{0,160}"#,
+    close: "\"}",
+};
+
+/// Tokens the local model may generate for one choice; the grammar's
+/// closing text ends a rationale cut at this budget.
+pub const LOCAL_MAX_TOKENS: usize = 64;
+
+/// SmolLM2 (or another local GGUF chat model) as a [`ChatModel`].
+pub struct LocalModel {
+    chat: LocalChat,
+}
+
+impl LocalModel {
+    pub fn new(chat: LocalChat) -> Self {
+        LocalModel { chat }
+    }
+}
+
+impl ChatModel for LocalModel {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn model_id(&self) -> String {
+        self.chat.model_id.clone()
+    }
+
+    fn complete(&self, prompt: &ChatPrompt) -> Result<String, PlanError> {
+        let err = |e: capsule_models::ModelError| PlanError {
+            planner: "local".into(),
+            reason: e.to_string(),
+        };
+        let text = self
+            .chat
+            .render(&prompt.system, &prompt.user)
+            .map_err(err)?;
+        Ok(self
+            .chat
+            .generate(&text, LOCAL_MAX_TOKENS, Some(PLAN_GRAMMAR))
+            .map_err(err)?
+            .text)
     }
 }

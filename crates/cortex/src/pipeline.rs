@@ -11,10 +11,12 @@
 
 use crate::critic::{critique, CriticLimits, Rejection};
 use crate::plan::{Op, Plan};
-use crate::planner::{PlanError, PlanInput, Planner};
+use crate::planner::{ModelOutput, PlanError, PlanInput, Planned, Planner, Recalled};
 use capsule_kernel::{Kernel, KernelError, Observables, StepOutcome};
 use capsule_ledger::{Ledger, LedgerError, Record};
+use capsule_memory::vector::{Filter, VectorIndex};
 use capsule_memory::{EventStore, MemoryError, NewEvent};
+use capsule_models::{Embedder, ModelError};
 use capsule_policy::engine::{decision_record, evaluate};
 use capsule_policy::{Affect, Decision, DecisionRequest, Lane, Outcome, PolicyEngine, PolicyError};
 use serde::{Deserialize, Serialize};
@@ -91,11 +93,15 @@ pub struct StepResult {
     pub measured_state: Option<usize>,
     /// Negative eigenvalue mass clipped by the positivity projection (SPEC K1).
     pub positivity_correction: f64,
+    /// BLAKE3 of the kernel's snapshot after the step (state, clock, RNG):
+    /// what replay compares, bit for bit.
+    #[serde(default)]
+    pub state_digest: String,
 }
 
 impl StepResult {
-    fn of(o: &StepOutcome) -> Self {
-        StepResult {
+    pub(crate) fn of(o: &StepOutcome, kernel: &Kernel) -> Result<Self> {
+        Ok(StepResult {
             step: o.step,
             t: o.t,
             dt: o.dt,
@@ -105,8 +111,16 @@ impl StepResult {
             valid: o.is_valid,
             measured_state: o.measured_state,
             positivity_correction: o.positivity_correction,
-        }
+            state_digest: state_digest(kernel)?,
+        })
     }
+}
+
+/// BLAKE3 (hex) of a kernel's snapshot.
+pub fn state_digest(kernel: &Kernel) -> Result<String> {
+    Ok(blake3::hash(&capsule_kernel::snapshot(kernel)?)
+        .to_hex()
+        .to_string())
 }
 
 /// A policy decision, as replies show it.
@@ -151,6 +165,34 @@ pub struct ThinkReply {
     pub event_id: i64,
     /// The glyph id the think is remembered under (BLAKE3 of the text).
     pub glyph: String,
+    /// Earlier thinks recalled for this one (top-k by cosine similarity),
+    /// as the planner saw them.
+    pub recall: Vec<Recalled>,
+}
+
+/// Semantic recall (SPEC M2): the embedder and the vector index every
+/// think is remembered in, and how many earlier thinks a think recalls.
+pub struct Recall {
+    pub embedder: Arc<dyn Embedder>,
+    pub index: Arc<VectorIndex>,
+    pub k: usize,
+}
+
+/// Largest k of a memory search.
+pub const MAX_SEARCH_K: usize = 100;
+
+/// One result of [`Cortex::search_memory`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryHit {
+    pub event_id: i64,
+    pub score: f32,
+    pub kind: String,
+    pub lane: String,
+    pub glyph: String,
+    /// Nanoseconds since the Unix epoch.
+    pub ts: i64,
+    /// The remembered text (for thinks).
+    pub text: Option<String>,
 }
 
 /// The reply to a direct kernel step.
@@ -222,6 +264,8 @@ pub enum CortexError {
     Kernel(#[from] KernelError),
     #[error("memory: {0}")]
     Memory(#[from] MemoryError),
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
     #[error("policy: {0}")]
@@ -264,6 +308,7 @@ pub struct Cortex {
     ledger: Arc<Ledger>,
     memory: Arc<EventStore>,
     planners: BTreeMap<String, Arc<dyn Planner>>,
+    recall: Option<Recall>,
     observer: Arc<dyn Observer>,
 }
 
@@ -273,6 +318,9 @@ struct ThinkContext<'a> {
     glyph: String,
     planner: &'a str,
     lane: Lane,
+    model: Option<ModelOutput>,
+    /// The text's embedding, stored in the vector index with the event.
+    vector: Option<Vec<f32>>,
 }
 
 /// What [`Cortex::run`] returns.
@@ -319,6 +367,7 @@ impl Cortex {
             ledger,
             memory,
             planners: BTreeMap::new(),
+            recall: None,
             observer: Arc::new(NoObserver),
         })
     }
@@ -326,6 +375,12 @@ impl Cortex {
     /// Add a planner under its name (replacing one of the same name).
     pub fn with_planner(mut self, planner: Arc<dyn Planner>) -> Self {
         self.planners.insert(planner.name().to_string(), planner);
+        self
+    }
+
+    /// Remember every think in `recall.index` and recall for each think.
+    pub fn with_recall(mut self, recall: Recall) -> Self {
+        self.recall = Some(recall);
         self
     }
 
@@ -386,19 +441,30 @@ impl Cortex {
                     self.planner_names().join(", ")
                 ),
             })?;
-        let plan = planner.plan(&PlanInput {
+        let lane = req.lane.unwrap_or(Lane::Prod);
+        let vector = match &self.recall {
+            Some(r) if !req.text.trim().is_empty() => Some(r.embedder.embed_one(&req.text)?),
+            _ => None,
+        };
+        let recall = match (&self.recall, &vector) {
+            (Some(r), Some(v)) if r.k > 0 => self.recall_for(v, r.k)?,
+            _ => Vec::new(),
+        };
+        let Planned { plan, model } = planner.plan(&PlanInput {
             text: &req.text,
             gw: req.gw.as_deref(),
             measure: req.measure,
             workspace_dim: self.limits.workspace_dim,
+            recall: &recall,
         })?;
-        let lane = req.lane.unwrap_or(Lane::Prod);
         self.check(principal, &plan)?;
         let ctx = ThinkContext {
             text: &req.text,
             glyph: glyph_of(&req.text),
             planner: planner.name(),
             lane,
+            model,
+            vector,
         };
         let glyph = ctx.glyph.clone();
         let done = self.run(principal, &plan, lane, req.affect, Some(ctx))?;
@@ -412,7 +478,73 @@ impl Cortex {
             ledger_seq: done.ledger_seq,
             event_id: done.event_id.unwrap_or_default(),
             glyph,
+            recall,
         })
+    }
+
+    /// The `k` remembered thinks nearest to `vector`.
+    fn recall_for(&self, vector: &[f32], k: usize) -> Result<Vec<Recalled>> {
+        let filter = Filter {
+            kind: Some("think".into()),
+            lane: None,
+        };
+        Ok(self
+            .search_vector(vector, k, &filter)?
+            .into_iter()
+            .map(|h| Recalled {
+                event_id: h.event_id,
+                score: h.score,
+                text: h.text.unwrap_or_default(),
+                glyph: h.glyph,
+            })
+            .collect())
+    }
+
+    /// Semantic search of memory: the `k` events nearest to `query`.
+    pub fn search_memory(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<MemoryHit>> {
+        let Some(r) = &self.recall else {
+            return Err(CortexError::Invalid {
+                field: "memory".into(),
+                reason: "semantic memory is not configured".into(),
+            });
+        };
+        if query.trim().is_empty() || query.len() > MAX_TEXT_BYTES {
+            return Err(CortexError::Invalid {
+                field: "query".into(),
+                reason: format!("must be 1..={MAX_TEXT_BYTES} bytes of text"),
+            });
+        }
+        if k == 0 || k > MAX_SEARCH_K {
+            return Err(CortexError::Invalid {
+                field: "k".into(),
+                reason: format!("must be in 1..={MAX_SEARCH_K}"),
+            });
+        }
+        self.search_vector(&r.embedder.embed_one(query)?, k, filter)
+    }
+
+    fn search_vector(&self, vector: &[f32], k: usize, filter: &Filter) -> Result<Vec<MemoryHit>> {
+        let Some(r) = &self.recall else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for hit in r.index.search(vector, k, filter)? {
+            let ev = self.memory.get(hit.key)?;
+            out.push(MemoryHit {
+                event_id: ev.id,
+                score: hit.score,
+                text: ev
+                    .body
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string),
+                kind: ev.kind,
+                lane: ev.lane,
+                glyph: ev.glyph,
+                ts: ev.ts,
+            });
+        }
+        Ok(out)
     }
 
     /// One kernel step under `gw` by `principal`: critic, policy, step, ledger.
@@ -528,13 +660,20 @@ impl Cortex {
                 });
             }
         };
-        let result = StepResult::of(&outcome);
+        let result = match StepResult::of(&outcome, &kernel) {
+            Ok(r) => r,
+            Err(e) => {
+                *kernel = before;
+                return Err(e);
+            }
+        };
         let event = match &think {
             Some(ctx) => {
                 let body = serde_json::json!({
                     "principal": principal,
                     "text": ctx.text,
                     "planner": ctx.planner,
+                    "model": ctx.model,
                     "plan": plan,
                     "result": result,
                 });
@@ -545,7 +684,16 @@ impl Cortex {
                     payload_ref: None,
                     body,
                 }) {
-                    Ok(ev) => Some(ev),
+                    Ok(ev) => {
+                        if let (Some(r), Some(v)) = (&self.recall, &ctx.vector) {
+                            if let Err(e) = r.index.add(ev.id, v, "think", ctx.lane.as_str()) {
+                                *kernel = before;
+                                let _ = self.memory.retract(ev.id);
+                                return Err(e.into());
+                            }
+                        }
+                        Some(ev)
+                    }
                     Err(e) => {
                         *kernel = before;
                         return Err(e.into());
@@ -570,6 +718,7 @@ impl Cortex {
             "kind": if think.is_some() { "cortex.think" } else { "kernel.step" },
             "plan": plan,
             "planner": think.as_ref().map(|c| c.planner),
+            "model": think.as_ref().map(|c| &c.model),
             "text": think.as_ref().map(|c| c.text),
             "glyph": think.as_ref().map(|c| &c.glyph),
             "event_id": event.as_ref().map(|e| e.id),
@@ -584,6 +733,9 @@ impl Cortex {
                 if let Some(ev) = &event {
                     // Best effort: the ledger error is the one to report.
                     let _ = self.memory.retract(ev.id);
+                    if let Some(r) = &self.recall {
+                        let _ = r.index.remove(ev.id);
+                    }
                 }
                 return Err(e.into());
             }
@@ -637,6 +789,19 @@ impl Cortex {
     /// The full state as a checksummed snapshot (SPEC K7).
     pub fn snapshot(&self) -> Result<Vec<u8>> {
         Ok(capsule_kernel::snapshot(&self.kernel())?)
+    }
+
+    /// Record the start of a session: the kernel's configuration and
+    /// state, from which [`crate::replay`] re-runs what follows.
+    pub fn record_session_start(&self, actor: &str) -> Result<u64> {
+        let kernel = self.kernel();
+        let mut record = Record::new(actor, crate::replay::SESSION_START, "ok");
+        record.subject = self.config.resource.clone();
+        record.reason = format!("session starts at kernel step {}", kernel.step_count());
+        record.meta = crate::replay::session_start_meta(&kernel)?;
+        let pending = self.ledger.submit(vec![record])?;
+        drop(kernel);
+        Ok(pending.wait()?[0].seq)
     }
 
     /// Back to the ground state; clears a halt. Recorded.

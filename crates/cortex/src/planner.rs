@@ -1,6 +1,5 @@
-//! Planners turn a request into a [`Plan`] (SPEC C2). This issue ships the
-//! deterministic hash planner (C2 c); the LLM planners plug in behind the
-//! same trait.
+//! Planners turn a request into a [`Plan`] (SPEC C2): the deterministic
+//! hash planner (C2 c) here, the LLM planners (C2 a, b) in [`crate::llm`].
 
 use crate::plan::{Op, Plan};
 use serde::Serialize;
@@ -15,6 +14,34 @@ pub struct PlanInput<'a> {
     pub measure: Option<bool>,
     /// Length of the gw the planner should produce.
     pub workspace_dim: usize,
+    /// What memory recalled for the text, best first (SPEC C1).
+    pub recall: &'a [Recalled],
+}
+
+/// One remembered think that recall found for the text.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Recalled {
+    /// The episodic-memory event of the earlier think.
+    pub event_id: i64,
+    /// Cosine similarity of the two texts' embeddings.
+    pub score: f32,
+    pub text: String,
+    pub glyph: String,
+}
+
+/// A plan and, for model planners, what the model said: recorded with the
+/// think so a replay needs no model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub plan: Plan,
+    pub model: Option<ModelOutput>,
+}
+
+/// A model's raw reply and which model gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ModelOutput {
+    pub model_id: String,
+    pub reply: String,
 }
 
 /// A planner that failed, in words (the provider, the reason).
@@ -31,7 +58,7 @@ pub struct PlanError {
 pub trait Planner: Send + Sync {
     /// The name callers choose it by (`hash`, `local`, `openai`, …).
     fn name(&self) -> &str;
-    fn plan(&self, input: &PlanInput<'_>) -> Result<Plan, PlanError>;
+    fn plan(&self, input: &PlanInput<'_>) -> Result<Planned, PlanError>;
 }
 
 /// SPEC C2 (c): the workspace vector is the unit-norm vector of
@@ -49,7 +76,7 @@ impl Planner for HashPlanner {
         "hash"
     }
 
-    fn plan(&self, input: &PlanInput<'_>) -> Result<Plan, PlanError> {
+    fn plan(&self, input: &PlanInput<'_>) -> Result<Planned, PlanError> {
         let mut xof = blake3::Hasher::new_derive_key(HASH_PLANNER_CONTEXT)
             .update(input.text.as_bytes())
             .finalize_xof();
@@ -77,11 +104,14 @@ impl Planner for HashPlanner {
                 "no measurement because the text's hash bit is clear"
             }
         );
-        Ok(Plan {
-            op,
-            gw,
-            measure,
-            rationale,
+        Ok(Planned {
+            plan: Plan {
+                op,
+                gw,
+                measure,
+                rationale,
+            },
+            model: None,
         })
     }
 }
@@ -115,26 +145,27 @@ mod tests {
             gw: None,
             measure: None,
             workspace_dim: 60,
+            recall: &[],
         }
     }
 
     #[test]
     fn the_same_text_gives_the_same_plan() {
-        let a = HashPlanner.plan(&input("hello")).unwrap();
-        let b = HashPlanner.plan(&input("hello")).unwrap();
+        let a = HashPlanner.plan(&input("hello")).unwrap().plan;
+        let b = HashPlanner.plan(&input("hello")).unwrap().plan;
         assert_eq!(a, b);
     }
 
     #[test]
     fn different_texts_give_different_workspaces() {
-        let a = HashPlanner.plan(&input("hello")).unwrap();
-        let b = HashPlanner.plan(&input("hello!")).unwrap();
+        let a = HashPlanner.plan(&input("hello")).unwrap().plan;
+        let b = HashPlanner.plan(&input("hello!")).unwrap().plan;
         assert_ne!(a.gw, b.gw);
     }
 
     #[test]
     fn the_workspace_is_unit_norm_with_the_asked_length() {
-        let p = HashPlanner.plan(&input("unit")).unwrap();
+        let p = HashPlanner.plan(&input("unit")).unwrap().plan;
         assert_eq!(p.gw.len(), 60);
         let norm: f64 = p.gw.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!((norm - 1.0).abs() < 1e-12);
@@ -146,7 +177,7 @@ mod tests {
         let mut i = input("x");
         i.gw = Some(&gw);
         i.measure = Some(true);
-        let p = HashPlanner.plan(&i).unwrap();
+        let p = HashPlanner.plan(&i).unwrap().plan;
         assert_eq!(p.gw, gw);
         assert!(p.measure);
         assert_eq!(p.op, Op::Measure);
@@ -155,7 +186,13 @@ mod tests {
     #[test]
     fn both_measure_outcomes_occur_over_many_texts() {
         let measured = (0..64)
-            .filter(|i| HashPlanner.plan(&input(&format!("t{i}"))).unwrap().measure)
+            .filter(|i| {
+                HashPlanner
+                    .plan(&input(&format!("t{i}")))
+                    .unwrap()
+                    .plan
+                    .measure
+            })
             .count();
         assert!(measured > 10 && measured < 54, "{measured}");
     }

@@ -17,6 +17,9 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -167,14 +170,10 @@ impl LocalChat {
             .model
             .new_context(backend()?, params)
             .map_err(|e| self.run(format!("context: {e}")))?;
-        let mut sampler = match grammar {
-            Some(g) => LlamaSampler::chain_simple([
-                LlamaSampler::grammar(&self.model, g.gbnf, "root")
-                    .map_err(|e| self.run(format!("grammar: {e}")))?,
-                LlamaSampler::greedy(),
-            ]),
-            None => LlamaSampler::greedy(),
-        };
+        let mut grammar_sampler = grammar
+            .map(|g| LlamaSampler::grammar(&self.model, g.gbnf, "root"))
+            .transpose()
+            .map_err(|e| self.run(format!("grammar: {e}")))?;
         let mut batch = LlamaBatch::new(tokens.len().max(1), 1);
         let last = tokens.len() - 1;
         for (i, t) in tokens.iter().enumerate() {
@@ -190,7 +189,15 @@ impl LocalChat {
         let mut generated = 0;
         let mut truncated = true;
         while generated < max_tokens {
-            let token = sampler.sample(&ctx, batch.n_tokens() - 1);
+            let logits = ctx.get_logits_ith(batch.n_tokens() - 1);
+            let token = match &mut grammar_sampler {
+                None => argmax(logits.iter().copied().enumerate()),
+                Some(g) => constrained_argmax(g, logits),
+            }
+            .ok_or_else(|| self.run("no token is allowed by the grammar".into()))?;
+            if let Some(g) = &mut grammar_sampler {
+                g.accept(token);
+            }
             first.get_or_insert_with(|| started.elapsed());
             if vocab.is_eog(token) {
                 truncated = false;
@@ -221,4 +228,43 @@ impl LocalChat {
             truncated,
         })
     }
+}
+
+/// The highest-logit token of `(id, logit)` pairs (the lowest id on a tie,
+/// so the choice never depends on iteration details); `None` when every
+/// logit is −∞ or NaN.
+fn argmax(logits: impl Iterator<Item = (usize, f32)>) -> Option<LlamaToken> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, l) in logits {
+        if l.is_finite() && best.is_none_or(|(_, b)| l > b) {
+            best = Some((i, l));
+        }
+    }
+    best.map(|(i, _)| LlamaToken(i as i32))
+}
+
+/// Greedy decoding under a grammar: the best token the grammar allows.
+/// The grammar is first asked about the unconstrained best token alone —
+/// usually allowed, and checking one token is cheap — and only when it is
+/// refused about the whole vocabulary (≈ 49 000 tokens, the expensive
+/// part). Either way the result is the argmax over the allowed tokens.
+fn constrained_argmax(grammar: &mut LlamaSampler, logits: &[f32]) -> Option<LlamaToken> {
+    let best = argmax(logits.iter().copied().enumerate())?;
+    let mut one = LlamaTokenDataArray::new(
+        vec![LlamaTokenData::new(best, logits[best.0 as usize], 0.0)],
+        false,
+    );
+    one.apply_sampler(grammar);
+    if one.data[0].logit().is_finite() {
+        return Some(best);
+    }
+    let mut all = LlamaTokenDataArray::from_iter(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+        false,
+    );
+    all.apply_sampler(grammar);
+    argmax(all.data.iter().map(|d| (d.id().0 as usize, d.logit())))
 }
