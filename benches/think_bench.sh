@@ -4,6 +4,8 @@
 #
 #   benches/think_bench.sh                  both targets, interleaved
 #   benches/think_bench.sh --baseline-only  the baseline alone
+#   THINK_PLANNER=local benches/think_bench.sh --capsule-only
+#                                           Capsule with the SmolLM2 planner
 #
 # Environment: CAPSULE (binary, default target/release/capsule), DURATION
 # (per run, default 10s), WARMUP (default 3s), THINK_VENV (default
@@ -25,7 +27,8 @@ TARGETS=(capsule baseline)
 case "${1:-}" in
   "") ;;
   --baseline-only) TARGETS=(baseline) ;;
-  *) echo "usage: $0 [--baseline-only]" >&2; exit 2 ;;
+  --capsule-only) TARGETS=(capsule) ;;
+  *) echo "usage: $0 [--baseline-only|--capsule-only]" >&2; exit 2 ;;
 esac
 
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -81,7 +84,10 @@ for target in "${TARGETS[@]}"; do
     data="$TMP/capsule-data"
     "$CAPSULE" init "$data" --json >"$TMP/init.json"
     TOKEN[capsule]="$("$CAPSULE" tokens add --data "$data" --role agent --name bench --json | json_field token)"
-    CAPSULE_AUTH__RATE_LIMIT_PER_MINUTE=0 "$CAPSULE" up --data "$data" \
+    # The models are fetched once into the shared models directory.
+    models="${CAPSULE_MODELS:-${CAPSULE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/capsule}/models}"
+    "$CAPSULE" models fetch --models-dir "$models" >&2
+    CAPSULE_MEMORY__MODELS="$models" CAPSULE_AUTH__RATE_LIMIT_PER_MINUTE=0 "$CAPSULE" up --data "$data" \
       --http "127.0.0.1:$port" --grpc "127.0.0.1:$(free_port)" --metrics "127.0.0.1:$(free_port)" \
       >"$TMP/capsule.log" 2>&1 &
     PIDS+=($!)

@@ -8,6 +8,9 @@
 -- status + timeout), non2xx, duration_s, rps, p50_ms, p99_ms, max_ms.
 
 local token = os.getenv("THINK_TOKEN") or ""
+-- THINK_PLANNER=local (etc.) names the planner in every request.
+local planner = os.getenv("THINK_PLANNER") or ""
+local planner_field = planner ~= "" and (', "planner": "' .. planner .. '"') or ""
 wrk.method = "POST"
 wrk.path = "/v1/think"
 wrk.headers["Content-Type"] = "application/json"
@@ -45,7 +48,7 @@ non2xx = 0
 function request()
   counter = counter + 1
   local text = sentences[(counter % #sentences) + 1] .. " #" .. tostring(id) .. "-" .. counter
-  return wrk.format(nil, nil, nil, '{"text": "' .. text .. '"}')
+  return wrk.format(nil, nil, nil, '{"text": "' .. text .. '"' .. planner_field .. '}')
 end
 
 function response(status, headers, body)

@@ -3,7 +3,9 @@
 //! free loopback ports, and talks to it over real HTTP and gRPC: scripted
 //! thoughts, an allowed and a denied action with their explanations, the
 //! kill switch armed and disarmed, then a graceful shutdown, the ledger
-//! verified and an inclusion proof checked.
+//! verified, an inclusion proof checked and the session replayed. Thoughts
+//! are recalled by meaning (MiniLM) and one is planned by the local model
+//! (SmolLM2); both are fetched first when missing, after saying so.
 
 use crate::client::{ApiClient, Reply};
 use anyhow::{bail, Context, Result};
@@ -62,6 +64,22 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("(The kernel is a numerical simulation of an open quantum system used as state;");
     println!(" nothing here thinks or feels.)\n");
 
+    // The models live in the shared models directory, so demos and tests
+    // fetch them once.
+    let models = capsule_models::fetch::shared_models_dir();
+    let missing: Vec<_> = capsule_models::registry::ALL
+        .into_iter()
+        .filter(|m| !capsule_models::status(m, &models).ready)
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "0. The local models are not there yet; running `capsule models fetch --models-dir {}`:",
+            models.display()
+        );
+        crate::models_cmd::fetch_all(&missing, &models, None)?;
+        println!();
+    }
+
     let made = data::init(&data)?;
     let tokens_path = data.join("auth/tokens.json");
     let mut tokens = TokenFile::load(&tokens_path)?;
@@ -87,7 +105,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         ("CAPSULE_SERVER__METRICS", "127.0.0.1:0"),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()));
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([(
+        "CAPSULE_MEMORY__MODELS".to_string(),
+        models.display().to_string(),
+    )]);
     let config = Config::load(&data::config(&data), env)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let (proven_seq, proof) = runtime.block_on(async {
@@ -121,6 +143,31 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             last = r.body;
         }
         println!("   policy on each: {}", last["decision"]["explanation"].as_str().unwrap_or(""));
+
+        println!("\n   The local planner (SmolLM2-135M, decoding constrained to the plan schema) with recall (MiniLM):");
+        let r = api
+            .post("/v1/think", &json!({ "text": "Is the nightly backup healthy? Check it now.", "planner": "local" }))
+            .await?;
+        expect("think with the local planner", &r, 200)?;
+        println!(
+            "   {} → {} step {}; rationale: {:?}",
+            r.body["planner"].as_str().unwrap_or("?"),
+            r.body["op"].as_str().unwrap_or("?"),
+            r.body["step"],
+            r.body["rationale"].as_str().unwrap_or("")
+        );
+        for h in r.body["recall"].as_array().into_iter().flatten().take(3) {
+            println!("     recalled {:.3}  {}", h["score"].as_f64().unwrap_or(f64::NAN), h["text"].as_str().unwrap_or(""));
+        }
+        let r = api
+            .post("/v1/memory/search", &json!({ "query": "database move", "k": 1 }))
+            .await?;
+        expect("memory search", &r, 200)?;
+        println!(
+            "   POST /v1/memory/search \"database move\" → {:?} ({:.3})",
+            r.body["hits"][0]["text"].as_str().unwrap_or(""),
+            r.body["hits"][0]["score"].as_f64().unwrap_or(f64::NAN)
+        );
 
         println!("\n4. The same kernel over gRPC (capsule.brain.v1.BrainAI):");
         let mut grpc = BrainAiClient::connect(format!("http://{}", bound.grpc)).await?;
@@ -221,11 +268,18 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         path.len(),
         if proof_ok { "valid" } else { "INVALID" }
     );
+    let replayed = capsule_cortex::replay::replay(size, 0, |seq| reader.entry(seq))?;
+    println!(
+        "9. Replay (capsule replay): {} kernel operations re-run from the ledger alone, {} model reply re-checked, no model loaded: {}.",
+        replayed.steps.len(),
+        replayed.model_replies,
+        if replayed.matches() { "same plans, same kernel states bit for bit" } else { "DIFFERS" }
+    );
     println!(
         "\nDone in {:.1} s. ledger verified",
         started.elapsed().as_secs_f64()
     );
-    Ok(if proof_ok {
+    Ok(if proof_ok && replayed.matches() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

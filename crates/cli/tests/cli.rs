@@ -121,7 +121,10 @@ fn demo_serves_http_and_grpc_and_ends_with_a_verified_ledger() {
         String::from_utf8_lossy(&out.stderr)
     );
     for expected in [
-        "StreamSteps saw step 5",
+        "StreamSteps saw step 6",
+        "local → brain.",
+        "recalled 0.",
+        "same plans, same kernel states bit for bit",
         "guest brain.measure      → HTTP 403 blocked",
         "forbidden by deny-system-exec",
         "HTTP 423",

@@ -65,7 +65,7 @@ impl ReplayReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("no session starts at or before entry {0}; replay needs the {SESSION_START} record that opened it")]
+    #[error("the ledger holds no session around entry {0}: replay needs the {SESSION_START} record that opens one")]
     NoSession(u64),
     #[error("entry {seq}: {reason}")]
     Record { seq: u64, reason: String },
@@ -94,8 +94,10 @@ struct StepMeta {
     planner: Option<String>,
 }
 
-/// Replay the session that contains entry `from`, reading entries with
-/// `entry` for seq in `0..size`.
+/// Replay the session that contains entry `from` (or, when `from` lies
+/// before every session, the first session), reading entries with `entry`
+/// for seq in `0..size`. Operations before `from` are re-run to reach its
+/// state and reported only when they differ.
 pub fn replay(
     size: u64,
     from: u64,
@@ -107,9 +109,10 @@ pub fn replay(
             reason: format!("the ledger has {size} entries"),
         });
     }
-    // The nearest session start at or before `from`.
+    // The session that contains `from`: the nearest start at or before it,
+    // else the first one after it.
     let mut start = None;
-    for seq in (0..=from).rev() {
+    for seq in (0..=from).rev().chain(from + 1..size) {
         let e = entry(seq)?;
         if e.record.action == SESSION_START {
             start = Some(e);

@@ -1,10 +1,10 @@
-//! Typed errors of the episodic memory. Every message names the input (the
-//! database file, the field or the event id) and the reason.
+//! Typed errors of the memory stores. Every message names the input (the
+//! database or index file, the field or the event id) and the reason.
 
 use std::path::Path;
 use thiserror::Error;
 
-/// Everything the event store can refuse or fail at.
+/// Everything the event store and the vector index can refuse or fail at.
 #[derive(Debug, Error)]
 pub enum MemoryError {
     /// An event, query or argument is not acceptable; nothing was written.
@@ -39,6 +39,21 @@ pub enum MemoryError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A file operation on `path` failed.
+    #[error("{path}: {operation}: {source}")]
+    Io {
+        path: String,
+        operation: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HNSW library (usearch) refused `operation` on the index at `path`.
+    #[error("{path}: vector index: {operation}: {reason}")]
+    Index {
+        path: String,
+        operation: &'static str,
+        reason: String,
+    },
 }
 
 impl MemoryError {
@@ -58,6 +73,30 @@ impl MemoryError {
             path: path.display().to_string(),
             operation,
             source,
+        }
+    }
+
+    /// Wrap an I/O error with the file path and the operation.
+    pub(crate) fn io<'a>(
+        path: &'a Path,
+        operation: &'static str,
+    ) -> impl FnOnce(std::io::Error) -> Self + 'a {
+        move |source| MemoryError::Io {
+            path: path.display().to_string(),
+            operation,
+            source,
+        }
+    }
+
+    /// Wrap a usearch error with the index path and the operation.
+    pub(crate) fn index<'a, E: std::fmt::Display>(
+        path: &'a Path,
+        operation: &'static str,
+    ) -> impl FnOnce(E) -> Self + 'a {
+        move |reason| MemoryError::Index {
+            path: path.display().to_string(),
+            operation,
+            reason: reason.to_string(),
         }
     }
 }

@@ -136,7 +136,7 @@ fn now_ns() -> i64 {
 }
 
 /// Check a `kind` or `lane`: 1..=`max` bytes of `[a-z0-9_.-]`.
-fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
+pub(crate) fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() || value.len() > max {
         return Err(MemoryError::invalid(
             field,

@@ -9,6 +9,7 @@ use capsule_kernel::KernelConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 /// The prefix of override variables; the section and key are split by `__`.
 pub const ENV_PREFIX: &str = "CAPSULE_";
@@ -103,16 +104,65 @@ impl Default for SecuritySection {
     }
 }
 
+/// The planners a think may name.
+pub const PLANNERS: [&str; 4] = ["hash", "local", "openai", "anthropic"];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmSection {
+    /// The planner a think uses when it names none.
     pub planner: String,
+    /// Threads the local model uses.
+    pub threads: usize,
+    pub openai: RemoteSection,
+    pub anthropic: RemoteSection,
+}
+
+/// One remote provider (SPEC C2 b).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSection {
+    pub base_url: String,
+    pub model: String,
+    /// The environment variable that holds the key.
+    pub key_env: String,
+    pub timeout_ms: u64,
+    pub max_retries: u32,
+}
+
+impl RemoteSection {
+    fn of(c: &capsule_cortex::remote::RemoteConfig) -> Self {
+        RemoteSection {
+            base_url: c.base_url.clone(),
+            model: c.model.clone(),
+            key_env: c.api_key_env.clone(),
+            timeout_ms: c.timeout.as_millis() as u64,
+            max_retries: c.max_retries,
+        }
+    }
+
+    /// The provider's settings over `base` (its defaults).
+    pub fn apply(
+        &self,
+        mut base: capsule_cortex::remote::RemoteConfig,
+    ) -> capsule_cortex::remote::RemoteConfig {
+        base.base_url = self.base_url.clone();
+        base.model = self.model.clone();
+        base.api_key_env = self.key_env.clone();
+        base.timeout = Duration::from_millis(self.timeout_ms);
+        base.max_retries = self.max_retries;
+        base
+    }
 }
 
 impl Default for LlmSection {
     fn default() -> Self {
+        use capsule_cortex::remote::RemoteConfig;
         LlmSection {
             planner: "hash".into(),
+            threads: 2,
+            openai: RemoteSection::of(&RemoteConfig::openai()),
+            anthropic: RemoteSection::of(&RemoteConfig::anthropic()),
         }
     }
 }
@@ -121,12 +171,24 @@ impl Default for LlmSection {
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySection {
     pub events: String,
+    /// The vector index's directory (SQLite metadata + HNSW file).
+    pub vectors: String,
+    /// `minilm` (all-MiniLM-L6-v2) or `hash` (the explicit fallback).
+    pub embedder: String,
+    /// Where `capsule models fetch` puts the models.
+    pub models: String,
+    /// Earlier thinks recalled for each think (0 turns recall off).
+    pub recall_k: usize,
 }
 
 impl Default for MemorySection {
     fn default() -> Self {
         MemorySection {
             events: "memory/events.db".into(),
+            vectors: "memory/vectors".into(),
+            embedder: "minilm".into(),
+            models: "models".into(),
+            recall_k: 5,
         }
     }
 }
@@ -263,11 +325,43 @@ impl Config {
         if self.limits.max_body_bytes > 16 << 20 {
             bail!("limits.max_body_bytes: at most 16 MiB");
         }
-        if self.llm.planner != "hash" {
+        if !PLANNERS.contains(&self.llm.planner.as_str()) {
             bail!(
-                "llm.planner: {:?} is not available in this build; the planners are: hash",
-                self.llm.planner
+                "llm.planner: {:?} is not a planner; the planners are: {}",
+                self.llm.planner,
+                PLANNERS.join(", ")
             );
+        }
+        if self.llm.threads == 0 || self.llm.threads > 256 {
+            bail!("llm.threads: must be in 1..=256");
+        }
+        for (name, r) in [
+            ("openai", &self.llm.openai),
+            ("anthropic", &self.llm.anthropic),
+        ] {
+            use capsule_cortex::remote::{RemoteConfig, RemoteConfigError};
+            if let Err(e) = r.apply(RemoteConfig::openai()).validate() {
+                match e {
+                    RemoteConfigError::Field { field, reason } => {
+                        let key = match field {
+                            "api_key_env" => "key_env",
+                            "timeout" => "timeout_ms",
+                            f => f,
+                        };
+                        bail!("llm.{name}.{key}: {reason}")
+                    }
+                    e => bail!("llm.{name}: {e}"),
+                }
+            }
+        }
+        if !["minilm", "hash"].contains(&self.memory.embedder.as_str()) {
+            bail!(
+                "memory.embedder: {:?} is not an embedder; choose \"minilm\" or \"hash\"",
+                self.memory.embedder
+            );
+        }
+        if self.memory.recall_k > 50 {
+            bail!("memory.recall_k: at most 50");
         }
         if self.tls.enabled {
             bail!("tls.enabled: TLS and mTLS are not built yet; serve on loopback or behind a TLS proxy");
@@ -309,9 +403,10 @@ impl Config {
     }
 }
 
-/// Overrides from `CAPSULE_<SECTION>__<KEY>=VALUE`; VALUE is read as a
-/// TOML value (number, boolean, array) when it parses as one, else as a
-/// string. Variables without `__` (such as `CAPSULE_DATA`) are not config.
+/// Overrides from `CAPSULE_<SECTION>__<KEY>=VALUE` (a nested table's key
+/// adds a level: `CAPSULE_LLM__OPENAI__MODEL`); VALUE is read as a TOML
+/// value (number, boolean, array) when it parses as one, else as a string.
+/// Variables without `__` (such as `CAPSULE_DATA`) are not config.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -320,24 +415,29 @@ fn apply_env(
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let Some((section, key)) = rest.split_once("__") else {
+        if !rest.contains("__") {
             continue;
-        };
-        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        if section.is_empty() || key.is_empty() {
+        }
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
             bail!("{name}: expected {ENV_PREFIX}<SECTION>__<KEY>");
         }
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.clone()));
-        let entry = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let toml::Value::Table(section_table) = entry else {
-            bail!("{name}: [{section}] in the config file is not a table");
-        };
-        section_table.insert(key, parsed);
+        let (key, tables) = path.split_last().expect("at least two parts");
+        let mut at = &mut *table;
+        for t in tables {
+            let entry = at
+                .entry(t.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                bail!("{name}: {t} in the config file is not a table");
+            };
+            at = inner;
+        }
+        at.insert(key.clone(), parsed);
     }
     Ok(())
 }
@@ -396,6 +496,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("tls.enabled:"), "{e}");
+    }
+
+    #[test]
+    fn nested_overrides_and_llm_memory_settings_are_checked() {
+        let c = load(
+            "",
+            &[
+                ("CAPSULE_LLM__OPENAI__BASE_URL", "http://127.0.0.1:8080/v1"),
+                ("CAPSULE_LLM__PLANNER", "openai"),
+                ("CAPSULE_MEMORY__EMBEDDER", "hash"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.llm.openai.base_url, "http://127.0.0.1:8080/v1");
+        assert_eq!(c.llm.planner, "openai");
+        assert_eq!(c.memory.embedder, "hash");
+        for (k, v, key) in [
+            ("CAPSULE_LLM__PLANNER", "oracle", "llm.planner"),
+            (
+                "CAPSULE_LLM__OPENAI__BASE_URL",
+                "ftp://x",
+                "llm.openai.base_url",
+            ),
+            (
+                "CAPSULE_LLM__ANTHROPIC__TIMEOUT_MS",
+                "0",
+                "llm.anthropic.timeout_ms",
+            ),
+            ("CAPSULE_MEMORY__EMBEDDER", "word2vec", "memory.embedder"),
+            ("CAPSULE_LLM__THREADS", "0", "llm.threads"),
+        ] {
+            let e = load("", &[(k, v)]).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{k}={v}: {e}");
+        }
     }
 
     #[test]

@@ -141,6 +141,9 @@ impl From<CortexError> for ApiError {
                     .field("planner")
             }
             CortexError::Ledger(e) => ledger_error(e),
+            CortexError::Model(capsule_models::ModelError::Invalid { field, reason }) => {
+                ApiError::bad_request(field, reason)
+            }
             e => ApiError::internal(e),
         }
     }
@@ -278,6 +281,7 @@ pub fn router(svc: Arc<Service>) -> Router {
     let v1 = Router::new()
         .route("/think", post(think))
         .route("/state", get(state))
+        .route("/memory/search", post(memory_search))
         .route("/kernel/state", get(kernel_state))
         .route("/kernel/step", post(kernel_step))
         .route("/kernel/reset", post(kernel_reset))
@@ -352,6 +356,41 @@ async fn think(
         .think_seconds
         .observe(started.elapsed().as_secs_f64());
     reply.map(Json)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    query: String,
+    #[serde(default = "default_search_k")]
+    k: usize,
+    #[serde(default)]
+    filter: SearchFilter,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchFilter {
+    kind: Option<String>,
+    lane: Option<String>,
+}
+
+fn default_search_k() -> usize {
+    5
+}
+
+async fn memory_search(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+    JsonBody(body): JsonBody<SearchBody>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = capsule_memory::vector::Filter {
+        kind: body.filter.kind,
+        lane: body.filter.lane,
+    };
+    let hits =
+        blocking(move || Ok(svc.cortex.search_memory(&body.query, body.k, &filter)?)).await?;
+    Ok(Json(json!({ "hits": hits })))
 }
 
 async fn state(State(svc): Svc, Extension(_): Extension<Caller>) -> Result<Json<Value>, ApiError> {

@@ -30,7 +30,8 @@ const fn r(
 }
 
 pub const ROUTES: &[Route] = &[
-    r("post", "/v1/think", "agent, operator", "Think: plan, critic, policy, kernel step, memory, audit. Reply has entropy, measured_state, trace_error, valid, rationale, decision and ledger_seq. 400 critic_rejected names the field; 403 policy_denied explains; 423 kill_switch.", Some("ThinkRequest")),
+    r("post", "/v1/think", "agent, operator", "Think: plan, critic, policy, kernel step, memory, audit. Reply has entropy, measured_state, trace_error, valid, rationale, recall (top-k earlier thinks with scores), decision and ledger_seq. 400 critic_rejected names the field; 403 policy_denied explains; 423 kill_switch.", Some("ThinkRequest")),
+    r("post", "/v1/memory/search", "any", "Semantic search of episodic memory: the k (1..=100, default 5) events nearest to query by embedding cosine, optionally filtered by kind and lane; each hit has event_id, score, kind, lane, glyph, ts and text.", Some("SearchRequest")),
     r("get", "/v1/state", "any", "Kernel observables, kill switch, mode, policy version, ledger and memory sizes.", None),
     r("get", "/v1/kernel/state", "any", "Kernel observables (SPEC K4).", None),
     r("post", "/v1/kernel/step", "agent, operator", "One kernel step under gw, checked by policy and recorded.", Some("StepRequest")),
@@ -69,8 +70,19 @@ fn schemas() -> Value {
                 "gw": num_array,
                 "measure": { "type": "boolean" },
                 "lane": { "enum": ["experimental", "candidate", "prod"] },
-                "planner": { "type": "string", "examples": ["hash"] },
+                "planner": { "enum": ["hash", "local", "openai", "anthropic"] },
                 "affect": affect
+            }
+        },
+        "SearchRequest": {
+            "type": "object", "additionalProperties": false, "required": ["query"],
+            "properties": {
+                "query": { "type": "string", "minLength": 1, "maxLength": 8192 },
+                "k": { "type": "integer", "minimum": 1, "maximum": 100 },
+                "filter": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": { "kind": { "type": "string" }, "lane": { "type": "string" } }
+                }
             }
         },
         "StepRequest": {

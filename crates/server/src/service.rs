@@ -6,10 +6,15 @@ use crate::config::Config;
 use crate::data;
 use crate::metrics::{Metrics, StepFanout};
 use anyhow::{bail, Context, Result};
-use capsule_cortex::{Cortex, CortexConfig, HashPlanner, StepEvent};
+use capsule_cortex::remote::{AnthropicChat, OpenAiChat, RemoteConfig};
+use capsule_cortex::{
+    ChatModel, Cortex, CortexConfig, HashPlanner, LlmPlanner, LocalModel, Recall, StepEvent,
+};
 use capsule_kernel::Kernel;
 use capsule_ledger::{Ledger, LedgerConfig};
+use capsule_memory::vector::VectorIndex;
 use capsule_memory::EventStore;
+use capsule_models::{Embedder, HashEmbedder, LocalChat, MiniLm, SMOLLM2};
 use capsule_policy::approvals::ApprovalQueue;
 use capsule_policy::killswitch::KillSwitch;
 use capsule_policy::PolicyEngine;
@@ -91,6 +96,12 @@ impl Service {
             std::fs::create_dir_all(dir)?;
         }
         let memory = Arc::new(EventStore::open(&events_path)?);
+        let models = data.join(&config.memory.models);
+        let embedder = open_embedder(&config.memory.embedder, &models)?;
+        let index = Arc::new(VectorIndex::open(
+            &data.join(&config.memory.vectors),
+            embedder.dims(),
+        )?);
         let tokens = TokenFile::load(&data.join(&config.auth.tokens))?;
         if tokens.tokens.is_empty() {
             bail!(
@@ -114,7 +125,16 @@ impl Service {
             memory,
         )?
         .with_planner(Arc::new(HashPlanner))
-        .with_observer(Arc::new(StepFanout {
+        .with_recall(Recall {
+            embedder: embedder.clone(),
+            index,
+            k: config.memory.recall_k,
+        });
+        let mut cortex = cortex;
+        for model in chat_models(&config, &models)? {
+            cortex = cortex.with_planner(Arc::new(LlmPlanner::new(model, embedder.clone())));
+        }
+        let cortex = cortex.with_observer(Arc::new(StepFanout {
             metrics: metrics.clone(),
             steps: steps.clone(),
         }));
@@ -126,6 +146,7 @@ impl Service {
             Duration::from_millis(config.security.watch_policy_ms),
         );
         policy.reload_on_sighup(&data::policy(data))?;
+        cortex.record_session_start("service")?;
 
         let svc = Arc::new(Service {
             data: data.to_path_buf(),
@@ -176,4 +197,48 @@ impl Service {
     pub fn approvals(&self) -> std::sync::MutexGuard<'_, ApprovalQueue> {
         self.approvals.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The embedder `memory.embedder` names; MiniLM must have been fetched.
+fn open_embedder(name: &str, models: &Path) -> Result<Arc<dyn Embedder>> {
+    Ok(match name {
+        "hash" => Arc::new(HashEmbedder {
+            dims: MINILM_DIMS,
+        }),
+        _ => Arc::new(MiniLm::load(models).with_context(|| {
+            format!(
+                "memory.embedder = \"minilm\" needs the model: run `capsule models fetch minilm --models-dir {}`",
+                models.display()
+            )
+        })?),
+    })
+}
+
+/// The hash embedder's width: MiniLM's, so switching embedders keeps the
+/// index's dimension (the vectors themselves are not comparable).
+const MINILM_DIMS: usize = 384;
+
+/// The chat models behind the LLM planners: the remote providers always
+/// (their keys are read at each call), the local model when its file is
+/// present — and it must be when it is the default planner.
+fn chat_models(config: &Config, models: &Path) -> Result<Vec<Arc<dyn ChatModel>>> {
+    let mut out: Vec<Arc<dyn ChatModel>> = vec![
+        Arc::new(OpenAiChat::new(
+            config.llm.openai.apply(RemoteConfig::openai()),
+        )?),
+        Arc::new(AnthropicChat::new(
+            config.llm.anthropic.apply(RemoteConfig::anthropic()),
+        )?),
+    ];
+    let present = capsule_models::status(&SMOLLM2, models).ready;
+    if present || config.llm.planner == "local" {
+        let chat = LocalChat::load_smollm2(models, config.llm.threads).with_context(|| {
+            format!(
+                "llm.planner = \"local\" needs SmolLM2: run `capsule models fetch smollm2 --models-dir {}`",
+                models.display()
+            )
+        })?;
+        out.push(Arc::new(LocalModel::new(chat)));
+    }
+    Ok(out)
 }

