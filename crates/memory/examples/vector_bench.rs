@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! vector_bench params                       print "CONNECTIVITY EXPANSION_ADD"
-//! vector_bench run DIR EFS REPEAT OUT.json  EFS = comma-separated ef values
+//! vector_bench run DIR EFS REPEAT OUT.json [reuse]
+//!     EFS = comma-separated ef values; `reuse` queries the index a
+//!     previous run saved in DIR instead of building it again
 //! ```
 //!
 //! DIR holds `meta.json` ({n, dims, queries, k}), `base.f32` (n × dims),
@@ -66,35 +68,14 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn run(dir: &Path, efs: &[usize], repeat: usize, out: &Path) -> Result<(), Box<dyn Error>> {
-    let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?)?;
-    let base = read_words(
-        &dir.join("base.f32"),
-        meta.n * meta.dims,
-        f32::from_le_bytes,
-    )?;
-    let queries = read_words(
-        &dir.join("queries.f32"),
-        meta.queries * meta.dims,
-        f32::from_le_bytes,
-    )?;
-    let gt = read_words(&dir.join("gt.i32"), meta.queries * meta.k, |b| {
-        i64::from(i32::from_le_bytes(b))
-    })?;
-    let store = dir.join("capsule-index");
+/// Build the index of `base` in `store` from scratch; returns the seconds
+/// to add everything and to save.
+fn build(store: &Path, meta: &Meta, base: &[f32]) -> Result<(f64, f64), Box<dyn Error>> {
     if store.exists() {
-        std::fs::remove_dir_all(&store)?;
+        std::fs::remove_dir_all(store)?;
     }
-    eprintln!(
-        "capsule: n {} dims {}, usearch {} ({})",
-        meta.n,
-        meta.dims,
-        usearch::version(),
-        usearch::hardware_acceleration_available()
-    );
-
     let started = Instant::now();
-    let index = VectorIndex::open(&store, meta.dims)?;
+    let index = VectorIndex::open(store, meta.dims)?;
     for (c, chunk) in base.chunks(MAX_BATCH * meta.dims).enumerate() {
         let batch: Vec<NewVector<'_>> = chunk
             .chunks_exact(meta.dims)
@@ -116,7 +97,47 @@ fn run(dir: &Path, efs: &[usize], repeat: usize, out: &Path) -> Result<(), Box<d
     let build_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
     index.close()?;
-    let save_s = started.elapsed().as_secs_f64();
+    Ok((build_s, started.elapsed().as_secs_f64()))
+}
+
+/// `reuse`: query the index a previous run saved in DIR instead of
+/// building it again (to repeat the query measurements).
+fn run(
+    dir: &Path,
+    efs: &[usize],
+    repeat: usize,
+    out: &Path,
+    reuse: bool,
+) -> Result<(), Box<dyn Error>> {
+    let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?)?;
+    let queries = read_words(
+        &dir.join("queries.f32"),
+        meta.queries * meta.dims,
+        f32::from_le_bytes,
+    )?;
+    let gt = read_words(&dir.join("gt.i32"), meta.queries * meta.k, |b| {
+        i64::from(i32::from_le_bytes(b))
+    })?;
+    eprintln!(
+        "capsule: n {} dims {}, usearch {} ({})",
+        meta.n,
+        meta.dims,
+        usearch::version(),
+        usearch::hardware_acceleration_available()
+    );
+    let store = dir.join("capsule-index");
+    let (build_s, save_s) = if reuse && store.exists() {
+        eprintln!("capsule: reusing {}", store.display());
+        (None, None)
+    } else {
+        let base = read_words(
+            &dir.join("base.f32"),
+            meta.n * meta.dims,
+            f32::from_le_bytes,
+        )?;
+        let (build_s, save_s) = build(&store, &meta, &base)?;
+        (Some(build_s), Some(save_s))
+    };
     let started = Instant::now();
     let index = VectorIndex::open(&store, meta.dims)?;
     let reopen_s = started.elapsed().as_secs_f64();
@@ -186,15 +207,17 @@ fn main() -> Result<(), Box<dyn Error>> {
             println!("{CONNECTIVITY} {EXPANSION_ADD}");
             Ok(())
         }
-        ["run", dir, efs, repeat, out] => {
+        ["run", dir, efs, repeat, out, rest @ ..] if matches!(rest, [] | ["reuse"]) => {
             let efs = efs
                 .split(',')
                 .map(str::parse)
                 .collect::<Result<Vec<usize>, _>>()?;
-            run(Path::new(dir), &efs, repeat.parse()?, Path::new(out))
+            let reuse = !rest.is_empty();
+            run(Path::new(dir), &efs, repeat.parse()?, Path::new(out), reuse)
         }
         _ => Err(
-            "usage: vector_bench params | vector_bench run DIR EF,EF,... REPEAT OUT.json".into(),
+            "usage: vector_bench params | vector_bench run DIR EF,EF,... REPEAT OUT.json [reuse]"
+                .into(),
         ),
     }
 }

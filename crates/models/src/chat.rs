@@ -22,7 +22,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Context window for one generation (prompt + output), in tokens.
@@ -71,6 +71,10 @@ pub struct LocalChat {
     model: LlamaModel,
     template: LlamaChatTemplate,
     threads: i32,
+    /// One generation at a time: llama.cpp's worker threads spin while
+    /// they wait, so two generations on the same cores slow each other down
+    /// far more than running them in turn.
+    running: Mutex<()>,
     /// SHA-256 of the GGUF (pinned), recorded with each plan.
     pub model_id: String,
 }
@@ -106,6 +110,7 @@ impl LocalChat {
             model,
             template,
             threads: threads as i32,
+            running: Mutex::new(()),
             model_id: path.display().to_string(),
         })
     }
@@ -143,6 +148,7 @@ impl LocalChat {
         max_tokens: usize,
         grammar: Option<GrammarSpec>,
     ) -> Result<Generation> {
+        let _turn = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let vocab = self.model.vocab();
         let tokens = vocab.tokenize(prompt.as_bytes(), false, true);
