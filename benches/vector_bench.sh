@@ -7,12 +7,13 @@
 #   benches/vector_bench.sh
 #
 # Environment: N (vectors, default 1000000), QUERIES (default 1000), EFS
-# (default 16,24,32,48,64,96,128,192,256), REPEAT (timed rounds per ef,
+# (default 16,24,32,40,48,56,64,96,128,192,256), REPEAT (timed rounds per ef,
 # median reported, default 3), HNSW_BUILD_THREADS (default 2), VECTOR_VENV
 # (default target/bench-venv-vector), VECTOR_BENCH_DIR (default
 # target/vector-bench; /dev/shm/... when the disk is short: 1 M needs about
-# 5 GiB). The data set is written once to $VECTOR_BENCH_DIR/n$N and reused;
-# results go to JSON files beside it.
+# 7 GiB), REUSE (1: query the indexes an earlier run saved instead of
+# building them, to repeat the query measurements). The data set is written
+# once to $VECTOR_BENCH_DIR/n$N and reused; indexes and results go beside it.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -20,8 +21,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 N="${N:-1000000}"
 QUERIES="${QUERIES:-1000}"
-EFS="${EFS:-16,24,32,48,64,96,128,192,256}"
+EFS="${EFS:-16,24,32,40,48,56,64,96,128,192,256}"
 REPEAT="${REPEAT:-3}"
+HNSW_REUSE=()
+CAPSULE_REUSE=()
+if [ "${REUSE:-0}" = 1 ]; then
+  HNSW_REUSE=(--reuse)
+  CAPSULE_REUSE=(reuse)
+fi
 HNSW_BUILD_THREADS="${HNSW_BUILD_THREADS:-2}"
 VENV="${VECTOR_VENV:-$ROOT/target/bench-venv-vector}"
 DATA="${VECTOR_BENCH_DIR:-$ROOT/target/vector-bench}/n$N"
@@ -46,8 +53,9 @@ PY="$VENV/bin/python"
 STARTED=$SECONDS
 "$PY" "$BENCH" gen "$DATA" --n "$N" --queries "$QUERIES"
 "$PY" "$BENCH" hnswlib "$DATA" --m "$M" --ef-construction "$EFC" --ef "$EFS" \
-  --repeat "$REPEAT" --threads "$HNSW_BUILD_THREADS" --out "$DATA/hnswlib.json"
-"$BIN" run "$DATA" "$EFS" "$REPEAT" "$DATA/capsule.json"
+  --repeat "$REPEAT" --threads "$HNSW_BUILD_THREADS" --out "$DATA/hnswlib.json" \
+  "${HNSW_REUSE[@]}"
+"$BIN" run "$DATA" "$EFS" "$REPEAT" "$DATA/capsule.json" "${CAPSULE_REUSE[@]}"
 echo
 "$PY" "$BENCH" report "$DATA/hnswlib.json" "$DATA/capsule.json"
 echo "wall time: $((SECONDS - STARTED)) s (data set, both builds and all queries)"
