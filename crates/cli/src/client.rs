@@ -1,7 +1,8 @@
-//! A small client of a running service's HTTP API (reqwest), for `capsule
-//! think` and the demo.
+//! A small client of a running service's HTTP API (reqwest), for the
+//! client commands (`capsule think`, `capsule memory search`) and the demo.
 
 use anyhow::{Context, Result};
+use clap::Args;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -71,5 +72,31 @@ impl ApiClient {
 
     pub async fn delete(&self, path: &str, body: &Value) -> Result<Reply> {
         self.call(Method::DELETE, path, Some(body)).await
+    }
+}
+
+/// How a client command reaches the service: `--url` and `--token`, or
+/// `$CAPSULE_URL` and `$CAPSULE_TOKEN`.
+#[derive(Args)]
+pub struct Connection {
+    /// The service's HTTP address (default: $CAPSULE_URL, else http://127.0.0.1:7070).
+    #[arg(long)]
+    url: Option<String>,
+    /// Bearer token (default: $CAPSULE_TOKEN).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl Connection {
+    pub fn client(self) -> Result<ApiClient> {
+        let url = self
+            .url
+            .or_else(|| std::env::var("CAPSULE_URL").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:7070".into());
+        let token = self
+            .token
+            .or_else(|| std::env::var("CAPSULE_TOKEN").ok())
+            .context("give --token or set CAPSULE_TOKEN")?;
+        ApiClient::new(&url, &token)
     }
 }

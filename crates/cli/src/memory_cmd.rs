@@ -1,7 +1,7 @@
 //! `capsule memory search` (a client of a running service) and `capsule
 //! replay` (offline, over a data directory's ledger).
 
-use crate::client::ApiClient;
+use crate::client::Connection;
 use anyhow::{Context, Result};
 use capsule_cortex::replay::replay;
 use capsule_ledger::LogReader;
@@ -37,30 +37,6 @@ enum MemoryCommand {
 }
 
 /// How to reach a running service.
-#[derive(Args)]
-pub struct Connection {
-    /// The service's HTTP address (default: $CAPSULE_URL, else http://127.0.0.1:7070).
-    #[arg(long)]
-    url: Option<String>,
-    /// Bearer token (default: $CAPSULE_TOKEN).
-    #[arg(long)]
-    token: Option<String>,
-}
-
-impl Connection {
-    pub fn client(self) -> Result<ApiClient> {
-        let url = self
-            .url
-            .or_else(|| std::env::var("CAPSULE_URL").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:7070".into());
-        let token = self
-            .token
-            .or_else(|| std::env::var("CAPSULE_TOKEN").ok())
-            .context("give --token or set CAPSULE_TOKEN")?;
-        ApiClient::new(&url, &token)
-    }
-}
-
 pub fn run(args: MemoryArgs) -> Result<ExitCode> {
     let MemoryCommand::Search {
         query,

@@ -1,6 +1,6 @@
 //! `capsule init`, `capsule up`, `capsule tokens` and `capsule think`.
 
-use crate::client::ApiClient;
+use crate::client::Connection;
 use anyhow::{bail, Context, Result};
 use capsule_server::auth::{Role, TokenFile};
 use capsule_server::{data, Config};
@@ -172,12 +172,8 @@ pub fn tokens(args: TokensArgs) -> Result<ExitCode> {
 pub struct ThinkArgs {
     /// What to think about.
     text: String,
-    /// The service's HTTP address (default: $CAPSULE_URL, else http://127.0.0.1:7070).
-    #[arg(long)]
-    url: Option<String>,
-    /// Bearer token (default: $CAPSULE_TOKEN).
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    conn: Connection,
     /// A workspace vector, comma-separated, instead of the planner's.
     #[arg(long)]
     gw: Option<String>,
@@ -192,14 +188,7 @@ pub struct ThinkArgs {
 }
 
 pub fn think(args: ThinkArgs) -> Result<ExitCode> {
-    let url = args
-        .url
-        .or_else(|| std::env::var("CAPSULE_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:7070".into());
-    let token = args
-        .token
-        .or_else(|| std::env::var("CAPSULE_TOKEN").ok())
-        .context("give --token or set CAPSULE_TOKEN")?;
+    let client = args.conn.client()?;
     let gw = args
         .gw
         .map(|s| {
@@ -223,7 +212,7 @@ pub fn think(args: ThinkArgs) -> Result<ExitCode> {
         body["planner"] = json!(p);
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    let reply = runtime.block_on(ApiClient::new(&url, &token)?.post("/v1/think", &body))?;
+    let reply = runtime.block_on(client.post("/v1/think", &body))?;
     if args.json {
         println!("{}", reply.body);
     } else if reply.status == 200 {

@@ -11,7 +11,7 @@ use capsule_kernel::{Kernel, KernelConfig};
 use capsule_ledger::{Ledger, LedgerConfig};
 use capsule_memory::vector::VectorIndex;
 use capsule_memory::EventStore;
-use capsule_models::fetch::{fetch, shared_models_dir, Source};
+use capsule_models::fetch::fetch_shared;
 use capsule_models::{Embedder, LocalChat, MiniLm, ModelSpec, MINILM, SMOLLM2};
 use capsule_policy::killswitch::KillSwitch;
 use capsule_policy::{PolicyConfig, PolicyEngine, RuleSet};
@@ -19,12 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 fn models(spec: &ModelSpec) -> PathBuf {
-    let dir = shared_models_dir();
-    fetch(spec, &dir, &Source::from_env(), None, &mut |p| {
-        eprintln!("{p:?}")
-    })
-    .unwrap_or_else(|e| panic!("fetching {}: {e}", spec.name));
-    dir
+    fetch_shared(spec).unwrap_or_else(|e| panic!("fetching {}: {e}", spec.name))
 }
 
 fn embedder() -> Arc<dyn Embedder> {

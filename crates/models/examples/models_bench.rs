@@ -2,21 +2,21 @@
 //!
 //!   cargo run --release -p capsule-models --example models_bench -- embed
 //!   cargo run --release -p capsule-models --example models_bench -- llm PROMPT_TOKENS GEN_TOKENS THREADS
+//!   cargo run --release -p capsule-models --example models_bench -- gguf
 //!
 //! `embed` prints embeddings/s at batch 1 and 32 (median of 5 rounds);
 //! `llm` prints prompt-processing and generation tokens/s and the time to
 //! first token of SmolLM2 (greedy, unconstrained, so the token count is
 //! exactly GEN_TOKENS unless the model ends its turn), median of 5 runs, as
-//! JSON lines.
+//! JSON lines; `gguf` fetches SmolLM2 if needed and prints its GGUF's path
+//! (for llama.cpp's own `llama-bench` on the same file).
 
-use capsule_models::fetch::{fetch, shared_models_dir, Source};
+use capsule_models::fetch::fetch_shared;
 use capsule_models::{Embedder, LocalChat, MiniLm, ModelSpec, MINILM, SMOLLM2};
 use std::time::Instant;
 
 fn models(spec: &ModelSpec) -> std::path::PathBuf {
-    let dir = shared_models_dir();
-    fetch(spec, &dir, &Source::from_env(), None, &mut |_| {}).expect("fetch");
-    dir
+    fetch_shared(spec).expect("fetch")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -28,11 +28,15 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("embed") => embed(),
+        Some("gguf") => {
+            let file = SMOLLM2.files[0].name;
+            println!("{}", SMOLLM2.path(&models(&SMOLLM2), file).display());
+        }
         Some("llm") => {
             let n = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
             llm(n(1, 64), n(2, 64), n(3, 2));
         }
-        _ => eprintln!("usage: models_bench embed | llm [PROMPT_TOKENS GEN_TOKENS THREADS]"),
+        _ => eprintln!("usage: models_bench embed | llm [PROMPT_TOKENS GEN_TOKENS THREADS] | gguf"),
     }
 }
 

@@ -73,6 +73,15 @@ pub fn shared_models_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("capsule-models"))
 }
 
+/// Fetch one model into [`shared_models_dir`] from [`Source::from_env`]
+/// unless it is already there, reporting progress on stderr; returns the
+/// models directory. For tests and benchmarks, which share one copy.
+pub fn fetch_shared(spec: &ModelSpec) -> Result<PathBuf> {
+    let dir = shared_models_dir();
+    fetch(spec, &dir, &Source::from_env(), None, &mut |p| eprintln!("{p:?}"))?;
+    Ok(dir)
+}
+
 /// What [`status`] finds of one model.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Status {

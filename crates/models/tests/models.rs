@@ -3,18 +3,13 @@
 //! directory (`$CAPSULE_MODELS`, else ~/.cache/capsule/models) when absent,
 //! through the same code as `capsule models fetch`.
 
-use capsule_models::fetch::{fetch, shared_models_dir, Source};
+use capsule_models::fetch::fetch_shared;
 use capsule_models::{dot, Embedder, GrammarSpec, LocalChat, MiniLm, ModelSpec, MINILM, SMOLLM2};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 fn models(spec: &ModelSpec) -> PathBuf {
-    let dir = shared_models_dir();
-    fetch(spec, &dir, &Source::from_env(), None, &mut |p| {
-        eprintln!("{p:?}")
-    })
-    .unwrap_or_else(|e| panic!("fetching {}: {e}", spec.name));
-    dir
+    fetch_shared(spec).unwrap_or_else(|e| panic!("fetching {}: {e}", spec.name))
 }
 
 fn minilm() -> &'static MiniLm {

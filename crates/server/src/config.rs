@@ -280,7 +280,13 @@ impl Config {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table)
+        // Every key the file and the environment leave out keeps its
+        // default, in nested tables too (`[llm.openai]` with only
+        // `base_url` keeps OpenAI's model and key variable).
+        let mut merged =
+            toml::Table::try_from(Config::default()).context("serialising the defaults")?;
+        merge(&mut merged, table);
+        let config: Config = toml::Value::Table(merged)
             .try_into()
             .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
         config.validate()?;
@@ -400,6 +406,19 @@ impl Config {
             grpc: parse("grpc", &self.server.grpc)?,
             metrics: parse("metrics", &self.server.metrics)?,
         })
+    }
+}
+
+/// Lay `over` onto `base`: a key in `over` replaces the base's value,
+/// except that two tables merge key by key.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -530,6 +549,24 @@ mod tests {
             let e = load("", &[(k, v)]).unwrap_err().to_string();
             assert!(e.starts_with(key), "{k}={v}: {e}");
         }
+    }
+
+    #[test]
+    fn a_partial_provider_table_keeps_that_providers_defaults() {
+        let c = load(
+            "[llm.anthropic]\nmodel = \"claude-sonnet-4-5\"\n[llm.openai]\nbase_url = \"http://127.0.0.1:11434/v1\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.llm.anthropic.model, "claude-sonnet-4-5");
+        assert_eq!(c.llm.anthropic.key_env, "ANTHROPIC_API_KEY");
+        assert_eq!(c.llm.anthropic.base_url, "https://api.anthropic.com");
+        assert_eq!(c.llm.openai.base_url, "http://127.0.0.1:11434/v1");
+        assert_eq!(c.llm.openai.model, "gpt-4o-mini");
+        let e = load("[llm.openai]\nmodle = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("modle"), "{e}");
     }
 
     #[test]

@@ -19,12 +19,11 @@ use std::sync::OnceLock;
 fn models_dir() -> &'static str {
     static DIR: OnceLock<String> = OnceLock::new();
     DIR.get_or_init(|| {
-        use capsule_models::fetch::{fetch, shared_models_dir, Source};
-        let dir = shared_models_dir();
+        use capsule_models::fetch::{fetch_shared, shared_models_dir};
         for spec in capsule_models::registry::ALL {
-            fetch(&spec, &dir, &Source::from_env(), None, &mut |_| {}).unwrap();
+            fetch_shared(&spec).unwrap();
         }
-        dir.display().to_string()
+        shared_models_dir().display().to_string()
     })
 }
 
