@@ -78,7 +78,9 @@ pub fn shared_models_dir() -> PathBuf {
 /// models directory. For tests and benchmarks, which share one copy.
 pub fn fetch_shared(spec: &ModelSpec) -> Result<PathBuf> {
     let dir = shared_models_dir();
-    fetch(spec, &dir, &Source::from_env(), None, &mut |p| eprintln!("{p:?}"))?;
+    fetch(spec, &dir, &Source::from_env(), None, &mut |p| {
+        eprintln!("{p:?}")
+    })?;
     Ok(dir)
 }
 
