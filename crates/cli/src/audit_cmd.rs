@@ -230,8 +230,11 @@ fn append(dir: &Path, a: AppendArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Decisions counted by (action, outcome).
+type Tally = BTreeMap<(String, String), u64>;
+
 /// Every recorded policy decision, and their count by (action, outcome).
-fn decisions(dir: &Path) -> Result<(Vec<AuditEntry>, BTreeMap<(String, String), u64>)> {
+fn decisions(dir: &Path) -> Result<(Vec<AuditEntry>, Tally)> {
     let reader = LogReader::open(dir)?;
     let mut all = Vec::new();
     let mut tally = BTreeMap::new();

@@ -243,7 +243,7 @@ impl Kernel {
                 ),
             });
         }
-        if !(t.is_finite() && t >= 0.0) || !(k.config.dt_min..=k.config.dt_max).contains(&dt) {
+        if !t.is_finite() || t < 0.0 || !(k.config.dt_min..=k.config.dt_max).contains(&dt) {
             return Err(KernelError::Snapshot {
                 reason: format!("t = {t} or dt = {dt} is out of range"),
             });
@@ -330,7 +330,7 @@ impl Kernel {
                 .map(|x| x.abs())
                 .sum();
             let can_shrink = dt > self.config.dt_min && rejected < MAX_ATTEMPTS;
-            if !(err <= tol) && can_shrink {
+            if (err.is_nan() || err > tol) && can_shrink {
                 self.dt = (dt / 2.0).max(self.config.dt_min);
                 rejected += 1;
                 continue;

@@ -306,7 +306,7 @@ pub fn finalize(mut x: Mat<c64>) -> Result<Evolved> {
     let mut observables = Observables::of(x.as_ref())?;
     let mut positivity_correction = 0.0;
     let min = observables.lambda_min;
-    if min < -PROJECTION_FLOOR && min >= -PROJECTION_LIMIT {
+    if (-PROJECTION_LIMIT..-PROJECTION_FLOOR).contains(&min) {
         let (projected, clipped) = project_to_psd(x.as_ref())?;
         x = projected;
         positivity_correction = clipped;

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// The prefix of override variables; the section and key are split by `__`.
 pub const ENV_PREFIX: &str = "CAPSULE_";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerSection,
@@ -28,24 +28,6 @@ pub struct Config {
     pub signing: SigningSection,
     pub storage: StorageSection,
     pub mesh: MeshSection,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerSection::default(),
-            kernel: KernelConfig::default(),
-            limits: LimitsSection::default(),
-            security: SecuritySection::default(),
-            llm: LlmSection::default(),
-            memory: MemorySection::default(),
-            tls: TlsSection::default(),
-            auth: AuthSection::default(),
-            signing: SigningSection::default(),
-            storage: StorageSection::default(),
-            mesh: MeshSection::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,7 +33,8 @@ pub struct ApiError {
     pub error: &'static str,
     pub field: Option<String>,
     pub reason: String,
-    pub extra: serde_json::Map<String, Value>,
+    /// More members of the error body, in order.
+    pub extra: Vec<(String, Value)>,
     pub retry_after: Option<u64>,
 }
 
@@ -55,10 +56,10 @@ impl ApiError {
     }
 
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
-        self.extra.insert(
+        self.extra.push((
             key.into(),
             serde_json::to_value(value).unwrap_or(Value::Null),
-        );
+        ));
         self
     }
 
