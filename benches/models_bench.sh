@@ -49,10 +49,14 @@ SRC="$WORK/llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp"
 LLAMA_BENCH="$WORK/build/bin/llama-bench"
 if [ ! -x "$LLAMA_BENCH" ]; then
   echo "building llama-bench (cmake defaults, Release) …"
-  cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DBUILD_SHARED_LIBS=OFF >/dev/null
-  cmake --build "$WORK/build" --target llama-bench -j "$(nproc)" >/dev/null
+  if ! { cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+      -DBUILD_SHARED_LIBS=OFF &&
+    cmake --build "$WORK/build" --target llama-bench -j "$(nproc)"; } >"$WORK/build.log" 2>&1; then
+    tail -40 "$WORK/build.log" >&2
+    echo "building llama-bench failed; the whole log is $WORK/build.log" >&2
+    exit 1
+  fi
 fi
 
 # --- Capsule's side ------------------------------------------------------

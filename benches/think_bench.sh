@@ -4,11 +4,12 @@
 #
 #   benches/think_bench.sh                  both targets, interleaved
 #   benches/think_bench.sh --baseline-only  the baseline alone
-#   THINK_PLANNER=local benches/think_bench.sh --capsule-only
+#   THINK_PLANNER=local THINK_CONNS=1 DURATION=60s benches/think_bench.sh --capsule-only
 #                                           Capsule with the SmolLM2 planner
 #
 # Environment: CAPSULE (binary, default target/release/capsule), DURATION
-# (per run, default 10s), WARMUP (default 3s), THINK_VENV (default
+# (per run, default 10s), WARMUP (default 3s), THINK_CONNS (the wrk
+# connection counts, default "1 16 64"), THINK_VENV (default
 # target/bench-venv-think). Prints a markdown table; raw JSON lines go to
 # target/think-bench.jsonl. Needs wrk (installed with apt-get when missing).
 set -euo pipefail
@@ -123,8 +124,8 @@ for target in "${TARGETS[@]}"; do
 done
 
 : >"$OUT"
-for conc in "1 1" "2 16" "2 64"; do
-  read -r threads conns <<<"$conc"
+for conns in ${THINK_CONNS:-1 16 64}; do
+  threads=$((conns > 1 ? 2 : 1))
   for target in "${TARGETS[@]}"; do
     load="$(cut -d' ' -f1 /proc/loadavg)"  # a busy machine (say, a cargo build) skews everything
     line="$(run_wrk "$target" "$threads" "$conns" "$DURATION")"

@@ -74,12 +74,14 @@ pub fn shared_models_dir() -> PathBuf {
 }
 
 /// Fetch one model into [`shared_models_dir`] from [`Source::from_env`]
-/// unless it is already there, reporting progress on stderr; returns the
+/// unless it is already there, noting each step on stderr; returns the
 /// models directory. For tests and benchmarks, which share one copy.
 pub fn fetch_shared(spec: &ModelSpec) -> Result<PathBuf> {
     let dir = shared_models_dir();
     fetch(spec, &dir, &Source::from_env(), None, &mut |p| {
-        eprintln!("{p:?}")
+        if let Progress::Note(note) = p {
+            eprintln!("{note}")
+        }
     })?;
     Ok(dir)
 }
