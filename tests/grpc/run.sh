@@ -22,4 +22,10 @@ if ! "$venv/bin/python" -c 'import grpc_tools, grpc_health, grpc_reflection' 2>/
     grpcio grpcio-tools grpcio-health-checking grpcio-reflection
 fi
 
+# `capsule up` embeds with MiniLM: use the models directory the cargo tests
+# share (fetched there if missing, verified either way).
+models="${CAPSULE_MODELS:-${CAPSULE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/capsule}/models}"
+"$binary" models fetch --models-dir "$models"
+export CAPSULE_MEMORY__MODELS="$models"
+
 exec "$venv/bin/python" tests/grpc/client_test.py "$binary"
