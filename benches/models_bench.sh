@@ -60,7 +60,7 @@ if [ ! -x "$LLAMA_BENCH" ]; then
 fi
 
 # --- Capsule's side ------------------------------------------------------
-cargo build --release --quiet -p capsule-models --example models_bench
+cargo build --release --quiet --locked --example models_bench
 BIN="$ROOT/target/release/examples/models_bench"
 GGUF="$("$BIN" gguf)"
 echo "model: $GGUF"

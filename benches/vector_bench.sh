@@ -39,7 +39,7 @@ MEM="$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 echo "machine: $(nproc) CPUs, $CPU, $MEM, $(uname -sr)"
 echo "data: N=$N × 384, $QUERIES queries, ef in {$EFS}, $REPEAT timed rounds per ef"
 
-cargo build --release --quiet -p capsule-memory --example vector_bench
+cargo build --release --quiet --locked --example vector_bench
 BIN="$ROOT/target/release/examples/vector_bench"
 read -r M EFC < <("$BIN" params)
 echo "HNSW: M=$M ef_construction=$EFC (both libraries)"

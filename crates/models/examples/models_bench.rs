@@ -1,13 +1,14 @@
 //! Benchmarks of the local models (run by benches/models_bench.sh):
 //!
-//!   cargo run --release -p capsule-models --example models_bench -- embed
-//!   cargo run --release -p capsule-models --example models_bench -- llm PROMPT_TOKENS GEN_TOKENS THREADS
-//!   cargo run --release -p capsule-models --example models_bench -- gguf
+//!   cargo run --release --example models_bench -- embed
+//!   cargo run --release --example models_bench -- llm PROMPT_TOKENS GEN_TOKENS THREADS
+//!   cargo run --release --example models_bench -- gguf
 //!
 //! `embed` prints embeddings/s at batch 1 and 32 (median of 5 rounds);
 //! `llm` prints prompt-processing and generation tokens/s and the time to
-//! first token of SmolLM2 (greedy, unconstrained, so the token count is
-//! exactly GEN_TOKENS unless the model ends its turn), median of 5 runs, as
+//! first token of SmolLM2 (whole prompt processed, no cached first turn;
+//! greedy, unconstrained, so the token count is exactly GEN_TOKENS unless
+//! the model ends its turn), median of 5 runs, as
 //! JSON lines; `gguf` fetches SmolLM2 if needed and prints its GGUF's path
 //! (for llama.cpp's own `llama-bench` on the same file).
 
@@ -75,17 +76,23 @@ fn llm(prompt_tokens: usize, gen_tokens: usize, threads: usize) {
     let words: Vec<String> = (0..prompt_tokens.saturating_sub(12))
         .map(|i| ["state", "kernel", "ledger", "policy"][i % 4].to_string())
         .collect();
-    let prompt = chat
-        .render("You are a helpful assistant.", &words.join(" "))
-        .unwrap();
-    chat.generate(&prompt, 8, None).unwrap(); // warm-up
+    // Every run gets its own system message (same length), so no run
+    // restores a cached first turn: the whole prompt is processed each time.
+    let prompt = |run: usize| {
+        chat.render(
+            &format!("You are a helpful assistant (run {run})."),
+            &words.join(" "),
+        )
+        .unwrap()
+    };
+    chat.generate(&prompt(0), 8, None).unwrap(); // warm-up
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     let mut ttft = Vec::new();
     let mut n_prompt = 0;
     let mut n_gen = 0;
-    for _ in 0..5 {
-        let g = chat.generate(&prompt, gen_tokens, None).unwrap();
+    for run in 1..=5 {
+        let g = chat.generate(&prompt(run), gen_tokens, None).unwrap();
         n_prompt = g.prompt_tokens;
         n_gen = g.generated_tokens;
         let first = g.time_to_first_token.as_secs_f64();

@@ -12,6 +12,7 @@ use crate::error::{ModelError, Result};
 use crate::fetch::require;
 use crate::registry::SMOLLM2;
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -20,6 +21,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -66,6 +68,14 @@ pub struct GrammarSpec {
     pub close: &'static str,
 }
 
+/// The KV state of a prompt's first chat turn (the system message, the
+/// same in every plan prompt), kept so the next prompt that starts with
+/// the same tokens restores it instead of processing them again.
+struct FirstTurn {
+    tokens: Vec<LlamaToken>,
+    state: SeqState,
+}
+
 /// A GGUF chat model ready to generate.
 pub struct LocalChat {
     model: LlamaModel,
@@ -73,8 +83,9 @@ pub struct LocalChat {
     threads: i32,
     /// One generation at a time: llama.cpp's worker threads spin while
     /// they wait, so two generations on the same cores slow each other down
-    /// far more than running them in turn.
-    running: Mutex<()>,
+    /// far more than running them in turn. The lock also guards the cached
+    /// first turn.
+    running: Mutex<Option<FirstTurn>>,
     /// SHA-256 of the GGUF (pinned), recorded with each plan.
     pub model_id: String,
 }
@@ -110,7 +121,7 @@ impl LocalChat {
             model,
             template,
             threads: threads as i32,
-            running: Mutex::new(()),
+            running: Mutex::new(None),
             model_id: path.display().to_string(),
         })
     }
@@ -133,6 +144,27 @@ impl LocalChat {
             .map_err(|e| self.run(format!("chat template: {e}")))
     }
 
+    /// Process `tokens` at positions from `start` in one batch, with logits
+    /// for the last one when `logits`.
+    fn decode(
+        &self,
+        ctx: &mut LlamaContext<'_>,
+        batch: &mut LlamaBatch,
+        tokens: &[LlamaToken],
+        start: usize,
+        logits: bool,
+    ) -> Result<()> {
+        batch.clear();
+        let last = tokens.len().saturating_sub(1);
+        for (i, t) in tokens.iter().enumerate() {
+            batch
+                .add(*t, (start + i) as i32, &[0], logits && i == last)
+                .map_err(|e| self.run(e.to_string()))?;
+        }
+        ctx.decode(batch)
+            .map_err(|e| self.run(format!("decode: {e}")))
+    }
+
     fn run(&self, reason: String) -> ModelError {
         ModelError::Run {
             model: self.model_id.clone(),
@@ -142,13 +174,20 @@ impl LocalChat {
 
     /// Greedy generation of at most `max_tokens` tokens from a rendered
     /// prompt, constrained by `grammar` when given. Same prompt, same text.
+    ///
+    /// The prompt is processed in two parts: its first chat turn (up to and
+    /// including the first end-of-turn token) and the rest. The first part's
+    /// KV state is kept and restored when the next prompt starts with the
+    /// same tokens, which saves processing the system message every time;
+    /// the split depends on the prompt alone, so cached or not, the same
+    /// prompt gives bit-identical logits.
     pub fn generate(
         &self,
         prompt: &str,
         max_tokens: usize,
         grammar: Option<GrammarSpec>,
     ) -> Result<Generation> {
-        let _turn = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first_turn = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let vocab = self.model.vocab();
         let tokens = vocab.tokenize(prompt.as_bytes(), false, true);
@@ -180,15 +219,32 @@ impl LocalChat {
             .map(|g| LlamaSampler::grammar(&self.model, g.gbnf, "root"))
             .transpose()
             .map_err(|e| self.run(format!("grammar: {e}")))?;
-        let mut batch = LlamaBatch::new(tokens.len().max(1), 1);
-        let last = tokens.len() - 1;
-        for (i, t) in tokens.iter().enumerate() {
-            batch
-                .add(*t, i as i32, &[0], i == last)
-                .map_err(|e| self.run(e.to_string()))?;
+        let split = tokens
+            .iter()
+            .position(|&t| vocab.is_eog(t))
+            .map(|i| i + 1)
+            .filter(|&s| s < tokens.len())
+            .unwrap_or(0);
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        if split > 0 {
+            let prefix = &tokens[..split];
+            match &*first_turn {
+                Some(cached) if cached.tokens == prefix => ctx
+                    .state_seq_set(&cached.state, 0)
+                    .map_err(|e| self.run(format!("restoring the first turn: {e}")))?,
+                _ => {
+                    self.decode(&mut ctx, &mut batch, prefix, 0, false)?;
+                    let state = ctx
+                        .state_seq_get(0, LlamaStateSeqFlags::empty())
+                        .map_err(|e| self.run(format!("saving the first turn: {e}")))?;
+                    *first_turn = Some(FirstTurn {
+                        tokens: prefix.to_vec(),
+                        state,
+                    });
+                }
+            }
         }
-        ctx.decode(&mut batch)
-            .map_err(|e| self.run(format!("decode: {e}")))?;
+        self.decode(&mut ctx, &mut batch, &tokens[split..], split, true)?;
         let mut out = Vec::new();
         let mut pos = tokens.len() as i32;
         let mut first = None;
