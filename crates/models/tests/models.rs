@@ -77,6 +77,8 @@ fn smollm2_follows_a_grammar_deterministically() {
         .render("Answer with JSON.", "Is the sky blue on a clear day?")
         .unwrap();
     assert!(prompt.contains("<|im_start|>user"), "{prompt}");
+    // `a` processes the system turn and caches its KV state; `b` restores
+    // it from the cache: the same text either way.
     let a = chat.generate(&prompt, 48, Some(YES_NO)).unwrap();
     let b = chat.generate(&prompt, 48, Some(YES_NO)).unwrap();
     assert_eq!(a.text, b.text);
