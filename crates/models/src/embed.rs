@@ -16,6 +16,8 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 pub const MINILM_MAX_TOKENS: usize = 256;
 /// Texts per forward pass; larger batches are split.
 pub const MINILM_BATCH: usize = 32;
+/// all-MiniLM-L6-v2's embedding width.
+pub const MINILM_DIMS: usize = 384;
 
 /// Turns texts into unit vectors of a fixed length.
 pub trait Embedder: Send + Sync {
@@ -118,7 +120,7 @@ impl Embedder for MiniLm {
     }
 
     fn dims(&self) -> usize {
-        384
+        MINILM_DIMS
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {

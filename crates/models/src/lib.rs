@@ -31,7 +31,7 @@ pub mod fetch;
 pub mod registry;
 
 pub use chat::{Generation, GrammarSpec, LocalChat};
-pub use embed::{dot, normalize, Embedder, HashEmbedder, MiniLm};
+pub use embed::{dot, normalize, Embedder, HashEmbedder, MiniLm, MINILM_DIMS};
 pub use error::{ModelError, Result};
 pub use fetch::{fetch, require, status, Progress, Source, Status};
 pub use registry::{ModelSpec, MINILM, SMOLLM2};

@@ -14,7 +14,7 @@ use capsule_kernel::Kernel;
 use capsule_ledger::{Ledger, LedgerConfig};
 use capsule_memory::vector::VectorIndex;
 use capsule_memory::EventStore;
-use capsule_models::{Embedder, HashEmbedder, LocalChat, MiniLm, SMOLLM2};
+use capsule_models::{Embedder, HashEmbedder, LocalChat, MiniLm, MINILM_DIMS, SMOLLM2};
 use capsule_policy::approvals::ApprovalQueue;
 use capsule_policy::killswitch::KillSwitch;
 use capsule_policy::PolicyEngine;
@@ -130,14 +130,15 @@ impl Service {
             index,
             k: config.memory.recall_k,
         });
-        let mut cortex = cortex;
-        for model in chat_models(&config, &models)? {
-            cortex = cortex.with_planner(Arc::new(LlmPlanner::new(model, embedder.clone())));
-        }
-        let cortex = cortex.with_observer(Arc::new(StepFanout {
-            metrics: metrics.clone(),
-            steps: steps.clone(),
-        }));
+        let cortex = chat_models(&config, &models)?
+            .into_iter()
+            .fold(cortex, |c, model| {
+                c.with_planner(Arc::new(LlmPlanner::new(model, embedder.clone())))
+            })
+            .with_observer(Arc::new(StepFanout {
+                metrics: metrics.clone(),
+                steps: steps.clone(),
+            }));
 
         kill.watch_trigger(Duration::from_millis(config.security.kill_switch_poll_ms));
         kill.listen_sigusr1()?;
@@ -200,6 +201,8 @@ impl Service {
 }
 
 /// The embedder `memory.embedder` names; MiniLM must have been fetched.
+/// The hash embedder gets MiniLM's width, so switching embedders keeps the
+/// index's dimension (the vectors themselves are not comparable).
 fn open_embedder(name: &str, models: &Path) -> Result<Arc<dyn Embedder>> {
     Ok(match name {
         "hash" => Arc::new(HashEmbedder {
@@ -213,10 +216,6 @@ fn open_embedder(name: &str, models: &Path) -> Result<Arc<dyn Embedder>> {
         })?),
     })
 }
-
-/// The hash embedder's width: MiniLM's, so switching embedders keeps the
-/// index's dimension (the vectors themselves are not comparable).
-const MINILM_DIMS: usize = 384;
 
 /// The chat models behind the LLM planners: the remote providers always
 /// (their keys are read at each call), the local model when its file is
