@@ -33,7 +33,11 @@
 //! supports filtered search, soft deletion and a stable file format, and
 //! `benches/vector_bench.sh` measures it against hnswlib on 1 M × 384
 //! vectors. Its `unsafe` stays inside that crate; this one still forbids
-//! it.
+//! it. The workspace builds a vendored copy of usearch 2.26.6
+//! (`vendor/usearch`) whose search prefetches the vectors and nodes it is
+//! about to visit: upstream's dense index passes a no-op prefetch hook,
+//! and at 1 M vectors that left it at 0.9× hnswlib's queries/s. The patch
+//! and its measurements are in `vendor/usearch/CAPSULE-PATCH.md`.
 
 #![forbid(unsafe_code)]
 
