@@ -98,6 +98,62 @@ fn every_stored_vector_is_its_own_top_hit_with_score_one() {
     }
 }
 
+/// The keys of the `k` stored vectors most cosine-similar to `query`, by
+/// exhaustive f64 search over those `allowed` by the filter.
+fn exact_top_k(
+    vectors: &[Vec<f32>],
+    query: &[f32],
+    k: usize,
+    allowed: impl Fn(usize) -> bool,
+) -> HashSet<i64> {
+    let norm = |v: &[f32]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    let qn = norm(query);
+    let mut scored: Vec<(f64, i64)> = vectors
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| allowed(i))
+        .map(|(i, v)| {
+            let dot: f64 = v
+                .iter()
+                .zip(query)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            (dot / (norm(v) * qn), i as i64 + 1)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.iter().take(k).map(|&(_, key)| key).collect()
+}
+
+#[test]
+fn recall_at_10_against_exact_search_is_high_with_and_without_a_filter() {
+    let dir = TempDir::new().unwrap();
+    let (index, vectors) = filled(dir.path(), 3000, 31);
+    let queries = Rng(32).vectors(100, DIMS);
+    let think = Filter {
+        kind: Some("think".into()),
+        lane: None,
+    };
+    let (mut plain, mut filtered) = (0usize, 0usize);
+    for q in &queries {
+        let got: HashSet<i64> = keys(&index, q, 10, &Filter::default())
+            .into_iter()
+            .collect();
+        plain += got
+            .intersection(&exact_top_k(&vectors, q, 10, |_| true))
+            .count();
+        let got: HashSet<i64> = keys(&index, q, 10, &think).into_iter().collect();
+        filtered += got
+            .intersection(&exact_top_k(&vectors, q, 10, |i| i % 2 == 0))
+            .count();
+    }
+    // bfloat16 scores may swap near-ties at the 10th place; the graph
+    // search itself must find nearly all of the true neighbours.
+    let (plain, filtered) = (plain as f64 / 1000.0, filtered as f64 / 1000.0);
+    assert!(plain >= 0.95, "recall@10 {plain}");
+    assert!(filtered >= 0.95, "filtered recall@10 {filtered}");
+}
+
 #[test]
 fn an_empty_index_returns_no_hits() {
     let dir = TempDir::new().unwrap();
