@@ -145,9 +145,12 @@ impl KrausChannel {
     /// ρ' = Σ K_i ρ K_i†.
     pub fn apply(&self, rho: &DensityMatrix) -> Result<DensityMatrix> {
         self.check_dim(rho.dim())?;
-        let mut out = Mat::<c64>::zeros(self.dim, self.dim);
-        let mut scratch = vec![ZERO; self.stack.len()];
-        self.apply_into(rho.matrix(), out.as_mut(), &mut scratch);
+        let out = linalg::on_pool(self.dim, || {
+            let mut out = Mat::<c64>::zeros(self.dim, self.dim);
+            let mut scratch = vec![ZERO; self.stack.len()];
+            self.apply_into(rho.matrix(), out.as_mut(), &mut scratch);
+            out
+        });
         Ok(DensityMatrix::from_cptp_output(out))
     }
 

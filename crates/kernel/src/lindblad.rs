@@ -258,9 +258,11 @@ impl Lindbladian {
     pub fn step_raw(&self, rho: MatRef<'_, c64>, dt: f64, degree: usize) -> Result<Mat<c64>> {
         check_time("dt", dt)?;
         check_degree(degree)?;
-        let mut x = rho.to_owned();
-        self.taylor(&mut x, dt, degree, None, &mut self.scratch());
-        Ok(x)
+        Ok(linalg::on_pool(rho.nrows(), || {
+            let mut x = rho.to_owned();
+            self.taylor(&mut x, dt, degree, None, &mut self.scratch());
+            x
+        }))
     }
 
     /// ρ(t) = e^{tL} ρ to a relative accuracy `tol` (Frobenius norm),
@@ -272,14 +274,17 @@ impl Lindbladian {
         }
         let beta = self.norm_bound()?;
         let (degree, substeps) = taylor_plan(beta * t, tol)?;
-        let mut x = rho.matrix().to_owned();
-        let mut s = self.scratch();
-        let tau = t / substeps as f64;
-        let stop = tol / substeps as f64;
-        let mut applied = 0;
-        for _ in 0..substeps {
-            applied += self.taylor(&mut x, tau, degree, Some(stop), &mut s);
-        }
+        let (x, applied) = linalg::on_pool(rho.dim(), || {
+            let mut x = rho.matrix().to_owned();
+            let mut s = self.scratch();
+            let tau = t / substeps as f64;
+            let stop = tol / substeps as f64;
+            let mut applied = 0;
+            for _ in 0..substeps {
+                applied += self.taylor(&mut x, tau, degree, Some(stop), &mut s);
+            }
+            (x, applied)
+        });
         let mut out = finalize(x)?;
         out.generator_applications = applied;
         out.substeps = substeps;
