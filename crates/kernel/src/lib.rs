@@ -20,7 +20,7 @@
 //! to step until reset; the same seed and inputs give the same states and
 //! measurement outcomes bit for bit on the same build.
 //!
-//! Dense products use `faer`; see [`linalg`] for the two routines written by
+//! Dense products use `faer`; see [`linalg`] for the three routines written by
 //! hand and why.
 
 #![forbid(unsafe_code)]
@@ -36,6 +36,7 @@ pub mod observables;
 pub mod random;
 pub mod snapshot;
 pub mod testvector;
+pub mod tridiagonal;
 
 pub use channel::{Depolarizing, KrausChannel};
 pub use density::{DensityMatrix, VALIDITY_TOL};
