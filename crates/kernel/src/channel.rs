@@ -4,12 +4,13 @@
 //! stored stacked, so one application is two matrix products: X = K·ρ with
 //! K the (k·d)×d stack, then the lower triangle of Σ_i X_i K_i† as a single
 //! d×(k·d) by (k·d)×d product (the result is Hermitian, so only half of it is
-//! computed). That is 1.5·k·d³ complex multiply-adds instead of 2·k·d³.
+//! computed). That is 1.5·k·d³ complex multiply-adds instead of 2·k·d³
+//! ([`linalg::Sandwich`], shared with the Lindblad jump terms).
 
 use crate::density::DensityMatrix;
 use crate::error::{KernelError, Result};
 use crate::linalg::{self, c64, ONE, ZERO};
-use faer::{Mat, MatMut, MatRef};
+use faer::Mat;
 
 /// Completeness tolerance ‖Σ K†K − I‖ (SPEC K1).
 pub const COMPLETENESS_TOL: f64 = 1e-10;
@@ -22,9 +23,7 @@ pub const MAX_KRAUS_OPERATORS: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct KrausChannel {
     dim: usize,
-    count: usize,
-    /// (count·dim)×dim column-major stack of the operators.
-    stack: Vec<c64>,
+    ops: linalg::Sandwich,
     completeness_error: f64,
 }
 
@@ -47,9 +46,8 @@ impl KrausChannel {
         for (i, k) in ops.iter().enumerate() {
             crate::density::check_operator(k, d, &format!("kraus[{i}]"))?;
         }
-        let stack = linalg::stack_blocks(ops);
-        let deviation =
-            linalg::gram_deviation(MatRef::from_column_major_slice(&stack, ops.len() * d, d));
+        let sandwich = linalg::Sandwich::new(ops);
+        let deviation = linalg::gram_deviation(sandwich.stack());
         if deviation > COMPLETENESS_TOL || deviation.is_nan() {
             return Err(KernelError::IncompleteKraus {
                 deviation,
@@ -58,8 +56,7 @@ impl KrausChannel {
         }
         Ok(KrausChannel {
             dim: d,
-            count: ops.len(),
-            stack,
+            ops: sandwich,
             completeness_error: deviation,
         })
     }
@@ -129,7 +126,7 @@ impl KrausChannel {
 
     /// Number of Kraus operators.
     pub fn count(&self) -> usize {
-        self.count
+        self.ops.count()
     }
 
     /// ‖Σ K†K − I‖_F measured at construction.
@@ -139,7 +136,7 @@ impl KrausChannel {
 
     /// Operator `i` (a copy).
     pub fn operator(&self, i: usize) -> Mat<c64> {
-        linalg::unstack_block(&self.stack, self.dim, i)
+        self.ops.block(i)
     }
 
     /// ρ' = Σ K_i ρ K_i†.
@@ -147,20 +144,11 @@ impl KrausChannel {
         self.check_dim(rho.dim())?;
         let out = linalg::on_pool(self.dim, || {
             let mut out = Mat::<c64>::zeros(self.dim, self.dim);
-            let mut scratch = vec![ZERO; self.stack.len()];
-            self.apply_into(rho.matrix(), out.as_mut(), &mut scratch);
+            self.ops
+                .apply_lower(rho.matrix(), out.as_mut(), &mut self.ops.scratch());
             out
         });
         Ok(DensityMatrix::from_cptp_output(out))
-    }
-
-    /// Lower triangle of Σ K_i x K_i† into `out`; `scratch` has the stack's length.
-    pub(crate) fn apply_into(&self, x: MatRef<'_, c64>, out: MatMut<'_, c64>, scratch: &mut [c64]) {
-        let d = self.dim;
-        let kd = self.count * d;
-        let k = MatRef::from_column_major_slice(&self.stack, kd, d);
-        linalg::product(MatMut::from_column_major_slice_mut(scratch, kd, d), k, x);
-        linalg::stacked_sum_lower(scratch, &self.stack, out);
     }
 
     fn check_dim(&self, d: usize) -> Result<()> {

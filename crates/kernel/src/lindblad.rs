@@ -4,7 +4,8 @@
 //! Breuer & Petruccione §3.2), evaluated as
 //! L(X) = G X + (G X)† + Σ_k L_k X L_k† with G = −iH − ½ Σ_k L_k†L_k.
 //! For Hermitian X the result is Hermitian, so the jump sum is one stacked
-//! product whose lower triangle alone is computed (see [`crate::channel`]).
+//! product whose lower triangle alone is computed ([`linalg::Sandwich`], as
+//! for Kraus channels).
 //!
 //! The generator is constant over a step, so ρ(t+τ) = e^{τL} ρ, evaluated as
 //! a truncated Taylor series of the superoperator's action (no d²×d²
@@ -44,8 +45,7 @@ pub const MAX_SUBSTEPS: usize = 100_000;
 #[derive(Clone, Debug)]
 pub struct Dissipator {
     dim: usize,
-    count: usize,
-    stack: Vec<c64>,
+    jumps: linalg::Sandwich,
     sum_ldl: Mat<c64>,
     /// Σ_k ‖L_k‖₂², bounding ‖Σ_k L_k X L_k† − ½{L_k†L_k, X}‖ / ‖X‖ by twice it.
     norm_sq_sum: f64,
@@ -63,10 +63,10 @@ impl Dissipator {
                 .copied()
                 .unwrap_or(0.0);
         }
-        let stack = linalg::stack_blocks(jumps);
+        let sandwich = linalg::Sandwich::new(jumps);
         let mut sum_ldl = Mat::<c64>::zeros(dim, dim);
         if !jumps.is_empty() {
-            let s = MatRef::from_column_major_slice(&stack, jumps.len() * dim, dim);
+            let s = sandwich.stack();
             matmul(
                 sum_ldl.as_mut(),
                 Accum::Replace,
@@ -78,8 +78,7 @@ impl Dissipator {
         }
         Ok(Dissipator {
             dim,
-            count: jumps.len(),
-            stack,
+            jumps: sandwich,
             sum_ldl,
             norm_sq_sum,
         })
@@ -87,7 +86,7 @@ impl Dissipator {
 
     /// Number of jump operators.
     pub fn count(&self) -> usize {
-        self.count
+        self.jumps.count()
     }
 }
 
@@ -179,7 +178,7 @@ impl Lindbladian {
     fn scratch(&self) -> Scratch {
         Scratch {
             gx: Mat::zeros(self.dim, self.dim),
-            stacked: vec![ZERO; self.dissipator.stack.len()],
+            stacked: self.dissipator.jumps.scratch(),
         }
     }
 
@@ -194,15 +193,8 @@ impl Lindbladian {
         let d = self.dim;
         linalg::product(s.gx.as_mut(), self.g.as_ref(), x);
         let diss = &*self.dissipator;
-        if diss.count > 0 {
-            let kd = diss.count * d;
-            let l = MatRef::from_column_major_slice(&diss.stack, kd, d);
-            linalg::product(
-                MatMut::from_column_major_slice_mut(&mut s.stacked, kd, d),
-                l,
-                x,
-            );
-            linalg::stacked_sum_lower(&s.stacked, &diss.stack, y.as_mut());
+        if diss.count() > 0 {
+            diss.jumps.apply_lower(x, y.as_mut(), &mut s.stacked);
         } else {
             y.fill(ZERO);
         }
@@ -254,7 +246,7 @@ impl Lindbladian {
 
     /// One step of fixed Taylor degree `degree` over `dt` (the kernel's
     /// step, whose error the kernel controls by step doubling, SPEC K3).
-    /// The result is not yet finalised: see [`Lindbladian::finalize`].
+    /// The result is not yet finalised: see [`finalize`].
     pub fn step_raw(&self, rho: MatRef<'_, c64>, dt: f64, degree: usize) -> Result<Mat<c64>> {
         check_time("dt", dt)?;
         check_degree(degree)?;
