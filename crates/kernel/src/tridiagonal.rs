@@ -163,18 +163,18 @@ impl<S: Simd> Splat<S> {
     }
 }
 
-/// a − v·cw − w·cv for one group (the rank-2 update with cw = conj(w_j),
+/// Group `g` of a − v·cw − w·cv (the rank-2 update with cw = conj(w_j),
 /// cv = conj(v_j)).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn rank2<S: Simd>(
     simd: S,
-    (mut ar, mut ai): (S::f64s, S::f64s),
-    (vr, vi): (S::f64s, S::f64s),
-    (wr, wi): (S::f64s, S::f64s),
-    cw: Splat<S>,
-    cv: Splat<S>,
+    g: usize,
+    a: &GroupsMut<'_, S>,
+    (v, w): (&Groups<'_, S>, &Groups<'_, S>),
+    (cw, cv): (Splat<S>, Splat<S>),
 ) -> (S::f64s, S::f64s) {
+    let (mut ar, mut ai) = (a.re[g], a.im[g]);
+    let (vr, vi, wr, wi) = (v.re[g], v.im[g], w.re[g], w.im[g]);
     ar = simd.negate_mul_add_f64s(vr, cw.re, ar);
     ar = simd.mul_add_f64s(vi, cw.im, ar);
     ar = simd.negate_mul_add_f64s(wr, cv.re, ar);
@@ -256,14 +256,7 @@ impl WithSimd for Reduce<'_> {
                 let (v, w) = (v.groups::<S>(c + 1, len), w.groups::<S>(c + 1, len));
                 let (cw, cv) = (Splat::new(simd, cw), Splat::new(simd, cv));
                 for g in 0..a.re.len() {
-                    (a.re[g], a.im[g]) = rank2(
-                        simd,
-                        (a.re[g], a.im[g]),
-                        (v.re[g], v.im[g]),
-                        (w.re[g], w.im[g]),
-                        cw,
-                        cv,
-                    );
+                    (a.re[g], a.im[g]) = rank2(simd, g, &a, (&v, &w), (cw, cv));
                 }
             }
             // Its reflector (LAPACK `zlarfg`): x = (1, a_{c+2..}/(α − β)).
@@ -370,14 +363,7 @@ fn sweep<S: Simd>(
     );
     let mut dot = Dot::new(simd);
     for g in 0..len {
-        let (ar, ai) = rank2(
-            simd,
-            (a.re[g], a.im[g]),
-            (v.re[g], v.im[g]),
-            (w.re[g], w.im[g]),
-            cw,
-            cv,
-        );
+        let (ar, ai) = rank2(simd, g, &a, (&v, &w), (cw, cv));
         a.re[g] = ar;
         a.im[g] = ai;
         let pr = simd.mul_add_f64s(ar, xj.re, p.re[g]);
