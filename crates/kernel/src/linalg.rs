@@ -515,6 +515,35 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
+    fn sandwich_matches_the_plain_sum_on_every_path() {
+        // d = 16: one thread; 64: two halves (k ≥ 2) or split products
+        // (k = 1); 130: faer's parallel products.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for d in [16, 64, 130] {
+            for k in 1..=4 {
+                let ops: Vec<Mat<c64>> = (0..k).map(|_| random_gaussian(d, &mut rng)).collect();
+                let a = random_gaussian(d, &mut rng);
+                let x = &a + a.adjoint();
+                let sandwich = Sandwich::new(&ops);
+                assert_eq!(sandwich.halves.is_some(), d == 64 && k >= 2);
+                let mut got = Mat::<c64>::zeros(d, d);
+                sandwich.apply_lower(x.as_ref(), got.as_mut(), &mut sandwich.scratch());
+                let mut expect = Mat::<c64>::zeros(d, d);
+                for op in &ops {
+                    expect += op * &x * op.adjoint();
+                }
+                let tol = 1e-13 * expect.norm_l2();
+                for j in 0..d {
+                    for i in j..d {
+                        let err = (got[(i, j)] - expect[(i, j)]).norm();
+                        assert!(err <= tol, "d = {d}, k = {k}, ({i}, {j}): {err:e}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn eigvalsh_matches_faer_full_decomposition() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for d in [2, 3, 5, 16, 64, 130] {
