@@ -221,6 +221,9 @@ fn add_lower(mut out: MatMut<'_, c64>, other: MatRef<'_, c64>) {
     }
 }
 
+/// Most operators for which [`Sandwich`] keeps per-thread halves.
+pub const HALVES_MAX_COUNT: usize = 64;
+
 /// Operators K_0..K_{k−1} (d×d) prepared for the lower triangle of
 /// Σ_i K_i X K_i†: stacked into one (k·d)×d column-major buffer, so the sum
 /// is two products, X' = K·X and the lower triangle of Σ_i X'_i K_i† (see
@@ -231,7 +234,9 @@ fn add_lower(mut out: MatMut<'_, c64>, other: MatRef<'_, c64>) {
 /// sum over its half (both products) before one add: one fork instead of
 /// one per product, and each thread's X' stays in its own cache (measured:
 /// Kraus k = 4, d = 64, medians of two sets of 8–10 interleaved runs
-/// 191 → 172 µs and 194 → 154 µs).
+/// 191 → 172 µs and 194 → 154 µs). The halves are a second copy of the
+/// operators, so they are kept only for up to [`HALVES_MAX_COUNT`]
+/// operators (a large channel keeps one copy and splits each product).
 #[derive(Clone, Debug)]
 pub struct Sandwich {
     d: usize,
@@ -244,11 +249,12 @@ impl Sandwich {
     /// `blocks` must all be d×d.
     pub fn new(blocks: &[Mat<c64>]) -> Self {
         let d = blocks.first().map_or(0, |b| b.nrows());
-        let halves =
-            (blocks.len() >= 2 && (SPLIT_MIN_DIM..PARALLEL_MIN_DIM).contains(&d)).then(|| {
-                let (a, b) = blocks.split_at(blocks.len().div_ceil(2));
-                (stack_blocks(a), stack_blocks(b))
-            });
+        let halves = ((2..=HALVES_MAX_COUNT).contains(&blocks.len())
+            && (SPLIT_MIN_DIM..PARALLEL_MIN_DIM).contains(&d))
+        .then(|| {
+            let (a, b) = blocks.split_at(blocks.len().div_ceil(2));
+            (stack_blocks(a), stack_blocks(b))
+        });
         Sandwich {
             d,
             count: blocks.len(),
