@@ -161,6 +161,26 @@ impl<S: Simd> Splat<S> {
             im: simd.splat_f64s(z.im),
         }
     }
+
+    /// a·z + c for one group of complex numbers a and c.
+    #[inline(always)]
+    fn mul_add(
+        self,
+        simd: S,
+        (ar, ai): (S::f64s, S::f64s),
+        (cr, ci): (S::f64s, S::f64s),
+    ) -> (S::f64s, S::f64s) {
+        let re = simd.negate_mul_add_f64s(ai, self.im, simd.mul_add_f64s(ar, self.re, cr));
+        let im = simd.mul_add_f64s(ai, self.re, simd.mul_add_f64s(ar, self.im, ci));
+        (re, im)
+    }
+
+    /// a·z for one group of complex numbers a.
+    #[inline(always)]
+    fn mul(self, simd: S, a: (S::f64s, S::f64s)) -> (S::f64s, S::f64s) {
+        let zero = simd.splat_f64s(0.0);
+        self.mul_add(simd, a, (zero, zero))
+    }
 }
 
 /// Group `g` of a − v·cw − w·cv (the rank-2 update with cw = conj(w_j),
@@ -279,9 +299,7 @@ impl WithSimd for Reduce<'_> {
                 let f = Splat::new(simd, c64::new(1.0, 0.0) / (alpha - c64::new(beta, 0.0)));
                 let xs = x.groups_mut::<S>(c + 2, tail.re.len() * lanes);
                 for g in 0..tail.re.len() {
-                    let (tr, ti) = (tail.re[g], tail.im[g]);
-                    xs.re[g] = simd.negate_mul_add_f64s(ti, f.im, simd.mul_f64s(tr, f.re));
-                    xs.im[g] = simd.mul_add_f64s(ti, f.re, simd.mul_f64s(tr, f.im));
+                    (xs.re[g], xs.im[g]) = f.mul(simd, (tail.re[g], tail.im[g]));
                 }
                 x.set(c + 1, c64::new(1.0, 0.0));
                 c64::new((beta - alpha.re) / beta, -alpha.im / beta)
@@ -315,9 +333,7 @@ impl WithSimd for Reduce<'_> {
             {
                 let (ps, xs) = (p.groups_mut::<S>(c + 1, len), x.groups::<S>(c + 1, len));
                 for g in 0..ps.re.len() {
-                    let (pr, pi) = (ps.re[g], ps.im[g]);
-                    ps.re[g] = simd.negate_mul_add_f64s(pi, t.im, simd.mul_f64s(pr, t.re));
-                    ps.im[g] = simd.mul_add_f64s(pi, t.re, simd.mul_f64s(pr, t.im));
+                    (ps.re[g], ps.im[g]) = t.mul(simd, (ps.re[g], ps.im[g]));
                     px.add(simd, (ps.re[g], ps.im[g]), (xs.re[g], xs.im[g]));
                 }
             }
@@ -326,11 +342,8 @@ impl WithSimd for Reduce<'_> {
                 let (ps, xs) = (p.groups::<S>(c + 1, len), x.groups::<S>(c + 1, len));
                 let ws = w.groups_mut::<S>(c + 1, len);
                 for g in 0..ws.re.len() {
-                    let (xr, xi) = (xs.re[g], xs.im[g]);
-                    let wr = simd.mul_add_f64s(xr, h.re, ps.re[g]);
-                    ws.re[g] = simd.negate_mul_add_f64s(xi, h.im, wr);
-                    let wi = simd.mul_add_f64s(xr, h.im, ps.im[g]);
-                    ws.im[g] = simd.mul_add_f64s(xi, h.re, wi);
+                    (ws.re[g], ws.im[g]) =
+                        h.mul_add(simd, (xs.re[g], xs.im[g]), (ps.re[g], ps.im[g]));
                 }
             }
             std::mem::swap(&mut v, &mut x);
@@ -339,8 +352,8 @@ impl WithSimd for Reduce<'_> {
 }
 
 /// One column below the diagonal, one pass: the pending rank-2 update
-/// a ← a − v·cw − w·cv (`k` = (cw, cv, x_j) with cw = conj(w_j),
-/// cv = conj(v_j)), then p ← p + a·x_j; returns Σ conj(a)·x. The last two
+/// a ← a − v·cw − w·cv (with cw = conj(w_j), cv = conj(v_j)), then
+/// p ← p + a·x_j; returns Σ conj(a)·x. The last two
 /// are the two halves of the Hermitian product A x that this column holds.
 #[inline(always)]
 fn sweep<S: Simd>(
@@ -366,10 +379,7 @@ fn sweep<S: Simd>(
         let (ar, ai) = rank2(simd, g, &a, (&v, &w), (cw, cv));
         a.re[g] = ar;
         a.im[g] = ai;
-        let pr = simd.mul_add_f64s(ar, xj.re, p.re[g]);
-        p.re[g] = simd.negate_mul_add_f64s(ai, xj.im, pr);
-        let pi = simd.mul_add_f64s(ar, xj.im, p.im[g]);
-        p.im[g] = simd.mul_add_f64s(ai, xj.re, pi);
+        (p.re[g], p.im[g]) = xj.mul_add(simd, (ar, ai), (p.re[g], p.im[g]));
         dot.add(simd, (ar, ai), (x.re[g], x.im[g]));
     }
     dot.sum(simd)
