@@ -23,7 +23,6 @@ use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 pub use faer::c64;
 
@@ -67,8 +66,11 @@ pub fn on_pool<R: Send>(d: usize, f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Longest the calling thread of [`join`] spins for the pool's half.
-const SPIN_LIMIT: Duration = Duration::from_micros(200);
+/// Most rounds the calling thread of [`join`] spins for the pool's half.
+/// A round is one check and one pause instruction, ~25 ns on this project's
+/// VM (Zen 4), so the bound is ~200 µs; it is a count, not a time, because
+/// the kernel reads no clock.
+const SPIN_ROUNDS: u32 = 8192;
 
 /// Runs `a` and `b`, `b` on the rayon pool, and returns both results.
 ///
@@ -77,9 +79,9 @@ const SPIN_LIMIT: Duration = Duration::from_micros(200);
 /// waking the parked caller costs 7–25 µs on this project's VM (measured on
 /// two single-threaded 58 µs halves of a d = 64 Kraus step: 123–142 µs from
 /// outside the pool, 116 µs on a worker). Here the caller runs `a` itself
-/// while a worker runs `b`, then spins, for at most [`SPIN_LIMIT`], until
-/// `b` is done before it falls back to rayon's blocking wait: 117 µs. The
-/// two halves are of equal size, so the spin is short.
+/// while a worker runs `b`, then spins (`SPIN_ROUNDS` at most) until `b`
+/// is done before it falls back to rayon's blocking wait: 117 µs. The two
+/// halves are of equal size, so the spin is short.
 pub fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
@@ -95,9 +97,10 @@ pub fn join<A: Send, B: Send>(
             done.store(true, Ordering::Release);
         });
         let out_a = a();
-        let start = Instant::now();
-        while !done.load(Ordering::Acquire) && start.elapsed() < SPIN_LIMIT {
+        let mut rounds = 0;
+        while !done.load(Ordering::Acquire) && rounds < SPIN_ROUNDS {
             std::hint::spin_loop();
+            rounds += 1;
         }
         out_a
     });
@@ -720,7 +723,7 @@ mod tests {
         assert_eq!(rayon::scope(|_| join(|| work(1000), || work(2000))), want);
         // The pool's half may finish long after the caller stops spinning.
         let slow = || {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(std::time::Duration::from_millis(5));
             7
         };
         assert_eq!(join(|| 1, slow), (1, 7));
