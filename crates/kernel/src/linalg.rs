@@ -380,9 +380,15 @@ impl Sandwich {
         unstack_block(&self.stack, self.d, i)
     }
 
-    /// A buffer for [`Sandwich::apply_lower`].
+    /// A buffer for [`Sandwich::apply_lower`]: room for K·x, and with the
+    /// per-thread halves for the second half's d×d partial sum as well.
     pub fn scratch(&self) -> Vec<c64> {
-        vec![ZERO; self.stack.len()]
+        let partial = if self.halves.is_some() {
+            self.d * self.d
+        } else {
+            0
+        };
+        vec![ZERO; self.stack.len() + partial]
     }
 
     /// The lower triangle of Σ_i K_i x K_i† into `out` (its strict upper
@@ -410,9 +416,10 @@ impl Sandwich {
         };
         match &self.halves {
             Some((a, b)) if split_in_two(d) => {
-                let (sa, sb) = scratch.split_at_mut(a.len());
-                let mut other = Mat::<c64>::zeros(d, d);
-                join(|| half(a, sa, out.rb_mut()), || half(b, sb, other.as_mut()));
+                let (sa, rest) = scratch.split_at_mut(a.len());
+                let (sb, partial) = rest.split_at_mut(b.len());
+                let mut other = MatMut::from_column_major_slice_mut(partial, d, d);
+                join(|| half(a, sa, out.rb_mut()), || half(b, sb, other.rb_mut()));
                 add_lower(out, other.as_ref());
             }
             _ => {
