@@ -423,6 +423,8 @@ impl Sandwich {
                 add_lower(out, other.as_ref());
             }
             _ => {
+                // With halves but a one-thread pool the buffer is longer.
+                let scratch = &mut scratch[..self.stack.len()];
                 let kd = self.stack.len() / d;
                 product(
                     MatMut::from_column_major_slice_mut(scratch, kd, d),
@@ -634,6 +636,10 @@ mod tests {
         // d = 16: one thread; 64: two halves (k ≥ 2) or split products
         // (k = 1); 130: faer's parallel products.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a one-thread pool");
         for d in [16, 64, 130] {
             for k in 1..=4 {
                 let ops: Vec<Mat<c64>> = (0..k).map(|_| random_gaussian(d, &mut rng)).collect();
@@ -641,17 +647,25 @@ mod tests {
                 let x = &a + a.adjoint();
                 let sandwich = Sandwich::new(&ops);
                 assert_eq!(sandwich.halves.is_some(), d == 64 && k >= 2);
-                let mut got = Mat::<c64>::zeros(d, d);
-                sandwich.apply_lower(x.as_ref(), got.as_mut(), &mut sandwich.scratch());
                 let mut expect = Mat::<c64>::zeros(d, d);
                 for op in &ops {
                     expect += op * &x * op.adjoint();
                 }
                 let tol = 1e-13 * expect.norm_l2();
-                for j in 0..d {
-                    for i in j..d {
-                        let err = (got[(i, j)] - expect[(i, j)]).norm();
-                        assert!(err <= tol, "d = {d}, k = {k}, ({i}, {j}): {err:e}");
+                // Also on a one-thread pool, where nothing is split.
+                for pool in [None, Some(&one_thread)] {
+                    let mut got = Mat::<c64>::zeros(d, d);
+                    let mut apply =
+                        || sandwich.apply_lower(x.as_ref(), got.as_mut(), &mut sandwich.scratch());
+                    match pool {
+                        None => apply(),
+                        Some(p) => p.install(apply),
+                    }
+                    for j in 0..d {
+                        for i in j..d {
+                            let err = (got[(i, j)] - expect[(i, j)]).norm();
+                            assert!(err <= tol, "d = {d}, k = {k}, ({i}, {j}): {err:e}");
+                        }
                     }
                 }
             }
