@@ -41,8 +41,14 @@ pub const PARALLEL_MIN_DIM: usize = 128;
 /// than it saves; two independent single-threaded halves do not).
 pub const SPLIT_MIN_DIM: usize = 48;
 
+/// Whether products of dimension `d` are split in two by hand when the pool
+/// has two threads or more.
+fn in_split_range(d: usize) -> bool {
+    (SPLIT_MIN_DIM..PARALLEL_MIN_DIM).contains(&d)
+}
+
 fn split_in_two(d: usize) -> bool {
-    (SPLIT_MIN_DIM..PARALLEL_MIN_DIM).contains(&d) && rayon::current_num_threads() > 1
+    in_split_range(d) && rayon::current_num_threads() > 1
 }
 
 /// Runs `f`, which does products of dimension `d`, on a worker of the rayon
@@ -226,7 +232,16 @@ pub fn gram_deviation(stack: MatRef<'_, c64>) -> f64 {
 /// A column-major (k·d)×d buffer holding blocks A_0..A_{k−1} is, read as a
 /// d×(k·d) column-major matrix, the matrix whose column `c·k + i` is column
 /// `c` of A_i; the sum of block products is then a single product M_A · M_B†.
-pub fn stacked_sum_lower(a_stack: &[c64], b_stack: &[c64], mut out: MatMut<'_, c64>) {
+///
+/// When the sum is split in two (d in the split range, two threads),
+/// `partial` holds the second half's d×d sum and must have d² elements;
+/// otherwise it is not used and may be empty.
+pub fn stacked_sum_lower(
+    a_stack: &[c64],
+    b_stack: &[c64],
+    mut out: MatMut<'_, c64>,
+    partial: &mut [c64],
+) {
     let d = out.nrows();
     let kd = a_stack.len() / d;
     let ma = MatRef::from_column_major_slice(a_stack, d, kd);
@@ -234,12 +249,12 @@ pub fn stacked_sum_lower(a_stack: &[c64], b_stack: &[c64], mut out: MatMut<'_, c
     if split_in_two(d) {
         // Two partial sums over halves of the inner dimension, then one add.
         let h = kd / 2;
-        let mut other = Mat::<c64>::zeros(d, d);
+        let mut other = MatMut::from_column_major_slice_mut(partial, d, d);
         join(
             || sum_lower(out.rb_mut(), ma.subcols(0, h), mb.subcols(0, h), Par::Seq),
             || {
                 sum_lower(
-                    other.as_mut(),
+                    other.rb_mut(),
                     ma.subcols(h, kd - h),
                     mb.subcols(h, kd - h),
                     Par::Seq,
@@ -357,12 +372,11 @@ impl Sandwich {
     /// `blocks` must all be d×d.
     pub fn new(blocks: &[Mat<c64>]) -> Self {
         let d = blocks.first().map_or(0, |b| b.nrows());
-        let halves = ((2..=HALVES_MAX_COUNT).contains(&blocks.len())
-            && (SPLIT_MIN_DIM..PARALLEL_MIN_DIM).contains(&d))
-        .then(|| {
-            let (a, b) = blocks.split_at(blocks.len().div_ceil(2));
-            (stack_blocks(a), stack_blocks(b))
-        });
+        let halves =
+            ((2..=HALVES_MAX_COUNT).contains(&blocks.len()) && in_split_range(d)).then(|| {
+                let (a, b) = blocks.split_at(blocks.len().div_ceil(2));
+                (stack_blocks(a), stack_blocks(b))
+            });
         Sandwich {
             d,
             count: blocks.len(),
@@ -386,10 +400,10 @@ impl Sandwich {
         unstack_block(&self.stack, self.d, i)
     }
 
-    /// A buffer for [`Sandwich::apply_lower`]: room for K·x, and with the
-    /// per-thread halves for the second half's d×d partial sum as well.
+    /// A buffer for [`Sandwich::apply_lower`]: room for K·x, then, where
+    /// the sum may be split in two, for the second half's d×d partial sum.
     pub fn scratch(&self) -> Vec<c64> {
-        let partial = if self.halves.is_some() {
+        let partial = if in_split_range(self.d) {
             self.d * self.d
         } else {
             0
@@ -420,24 +434,22 @@ impl Sandwich {
                 Par::Seq,
             );
         };
+        let (kx, partial) = scratch.split_at_mut(self.stack.len());
         match &self.halves {
             Some((a, b)) if split_in_two(d) => {
-                let (sa, rest) = scratch.split_at_mut(a.len());
-                let (sb, partial) = rest.split_at_mut(b.len());
+                let (sa, sb) = kx.split_at_mut(a.len());
                 let mut other = MatMut::from_column_major_slice_mut(partial, d, d);
                 join(|| half(a, sa, out.rb_mut()), || half(b, sb, other.rb_mut()));
                 add_lower(out, other.as_ref());
             }
             _ => {
-                // With halves but a one-thread pool the buffer is longer.
-                let scratch = &mut scratch[..self.stack.len()];
                 let kd = self.stack.len() / d;
                 product(
-                    MatMut::from_column_major_slice_mut(scratch, kd, d),
+                    MatMut::from_column_major_slice_mut(kx, kd, d),
                     self.stack(),
                     x,
                 );
-                stacked_sum_lower(scratch, &self.stack, out);
+                stacked_sum_lower(kx, &self.stack, out, partial);
             }
         }
     }
@@ -806,7 +818,7 @@ mod tests {
         }
         let s = stack_blocks(&a);
         let mut got = Mat::<c64>::zeros(d, d);
-        stacked_sum_lower(&s, &s, got.as_mut());
+        stacked_sum_lower(&s, &s, got.as_mut(), &mut []);
         fill_upper_from_lower(got.as_mut());
         assert!(max_abs_diff(got.as_ref(), want.as_ref()) < 1e-12);
         assert!(max_abs_diff(unstack_block(&s, d, 1).as_ref(), a[1].as_ref()) == 0.0);
