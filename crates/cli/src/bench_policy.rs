@@ -5,7 +5,7 @@
 use crate::bench::percentile;
 use anyhow::Result;
 use capsule_policy::engine::{evaluate, Circumstances};
-use capsule_policy::{Affect, DecisionRequest, Lane, Mode, RuleSet, SafetyLevel};
+use capsule_policy::{Affect, DecisionRequest, Lane, Mode, RuleSet};
 use clap::Args;
 use serde_json::json;
 use std::process::ExitCode;
@@ -52,13 +52,14 @@ fn requests() -> Vec<DecisionRequest> {
         action: String::new(),
         resource: String::new(),
         lane: Lane::Prod,
-        level: SafetyLevel::Low,
+        level: None,
         affect: Affect {
             confidence: Some(0.9),
             empathy: Some(0.8),
             safety: Some(0.99),
+            ..Affect::default()
         },
-        risk: Some(0.1),
+        risk: None,
         drift: Some(0.05),
         args: json!({}),
     };
@@ -86,6 +87,7 @@ pub fn run(args: PolicyBenchArgs) -> Result<ExitCode> {
         mode: Mode::SemiAutonomous,
         modification_enabled: false,
         guardian: Default::default(),
+        levels: Default::default(),
     };
     let reqs = requests();
     let emit = |name: &str, value: f64, unit: &str| {

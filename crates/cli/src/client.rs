@@ -88,6 +88,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Was a token given (flag or environment)?
+    pub fn has_token(&self) -> bool {
+        self.token.is_some() || std::env::var("CAPSULE_TOKEN").is_ok()
+    }
+
     pub fn client(self) -> Result<ApiClient> {
         let url = self
             .url

@@ -10,7 +10,7 @@
 use crate::client::{ApiClient, Reply};
 use anyhow::{bail, Context, Result};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use capsule_ledger::keys::{load_key_file, KeyStore};
+use capsule_ledger::keys::{create_key_file, load_key_file, KeyStore};
 use capsule_ledger::merkle::{leaf_hash, verify_inclusion};
 use capsule_ledger::{LogReader, NoteSigner};
 use capsule_policy::killswitch::disarm_statement;
@@ -85,7 +85,23 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let mut tokens = TokenFile::load(&tokens_path)?;
     let agent = tokens.add("demo-agent", Role::Agent)?;
     let guest = tokens.add("guest", Role::Agent)?;
+    let approver_token = tokens.add("approvers", Role::Approver)?;
     tokens.save(&tokens_path)?;
+    // Two approver keys and a quorum of two, for the held action.
+    let keys_dir = data.join("keys");
+    let mut policy_config = capsule_policy::PolicyConfig::load(&data::policy(&data))?;
+    let mut approvers = Vec::new();
+    for name in ["approver-ana", "approver-bo"] {
+        let signer = create_key_file(
+            &keys_dir.join(format!("{name}.pem")),
+            &keys_dir.join(format!("{name}.pub")),
+            name,
+        )?;
+        policy_config.approvers.push(signer.verifier().to_string());
+        approvers.push(signer);
+    }
+    policy_config.approval_quorum = 2;
+    policy_config.save(&data::policy(&data))?;
     // One extra rule so the demo can show a denial next to an allowance.
     std::fs::write(
         data::policy(&data).join("demo.cedar"),
@@ -97,7 +113,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         "1. capsule init {}: config, ledger keys, default policies, operator token;",
         data.display()
     );
-    println!("   tokens for agents demo-agent and guest; one demo rule (guest-may-not-measure).");
+    println!("   tokens for agents demo-agent and guest; one demo rule (guest-may-not-measure);");
+    println!("   two approver keys in policy.json with an approval quorum of 2.");
 
     let env = [
         ("CAPSULE_SERVER__HTTP", "127.0.0.1:0"),
@@ -204,7 +221,44 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         expect("critic", &r, 400)?;
         println!("   a plan with 61 workspace values → HTTP 400, field {}: {}", r.body["field"], r.body["reason"].as_str().unwrap_or(""));
 
-        println!("\n6. The kill switch:");
+        println!("\n6. A held action, approved by a quorum of two and then run once:");
+        let r = ops.call(reqwest::Method::PUT, "/v1/policy/mode", Some(&json!({ "mode": "supervised" }))).await?;
+        expect("supervised mode", &r, 200)?;
+        let gw = vec![0.2, -0.1, 0.3];
+        let r = api.post("/v1/kernel/step", &json!({ "gw": gw, "risk": 0.5 })).await?;
+        expect("held step", &r, 202)?;
+        let id = r.body["approval_id"].as_i64().context("approval_id")?;
+        let digest = r.body["digest"].as_str().context("digest")?.to_string();
+        println!(
+            "   supervised mode; a kernel step stating risk 0.5 (MODERATE → level {}) → HTTP 202, approval {id}, quorum {}",
+            r.body["decision"]["assessment"]["level"].as_str().unwrap_or("?").to_uppercase(),
+            r.body["quorum"]
+        );
+        println!("   ({})", r.body["decision"]["explanation"].as_str().unwrap_or(""));
+        let approver_api = api.as_token(&approver_token);
+        let mut last = Value::Null;
+        for signer in &approvers {
+            let statement = capsule_policy::approvals::approval_statement(id, &digest);
+            let body = json!({ "key": signer.verifier().to_string(), "signature": B64.encode(signer.sign(statement.as_bytes())) });
+            let r = approver_api.post(&format!("/v1/approvals/{id}/sign"), &body).await?;
+            expect("sign", &r, 200)?;
+            println!("   {} signs → {} of {} signatures, status {}", signer.verifier().name(), r.body["approvers"].as_array().map_or(0, Vec::len), r.body["quorum"], r.body["status"].as_str().unwrap_or("?"));
+            last = r.body;
+        }
+        if last["status"] != "released" {
+            bail!("the approved step did not run: {last}");
+        }
+        println!(
+            "   run once on release: kernel step {} (entropy {:.6}); ledger entries #{} (the step) and #{} (approval.release)",
+            last["released"]["result"]["step"],
+            last["released"]["result"]["entropy"].as_f64().unwrap_or(f64::NAN),
+            last["released"]["ledger_seq"],
+            last["released"]["release_seq"]
+        );
+        let r = ops.call(reqwest::Method::PUT, "/v1/policy/mode", Some(&json!({ "mode": "semi_autonomous" }))).await?;
+        expect("semi_autonomous mode", &r, 200)?;
+
+        println!("\n7. The kill switch:");
         let r = ops.post("/v1/kill", &json!({ "reason": "demo: stop everything" })).await?;
         expect("arm", &r, 200)?;
         let before = api.get("/v1/kernel/state").await?.body["step"].clone();
@@ -228,7 +282,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         expect("proof", &r, 200)?;
         let proof = r.body;
         server.stop().await?;
-        println!("\n7. Graceful shutdown: requests drained, ledger flushed and checkpointed.");
+        println!("\n8. Graceful shutdown: requests drained, ledger flushed and checkpointed.");
         anyhow::Ok((proven_seq, proof))
     })?;
 
@@ -260,7 +314,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let proof_ok = verify_inclusion(proven_seq, size, &leaf, &path, &root).is_ok()
         && reader.root(size)? == root;
     println!(
-        "8. Ledger: {} entries ({} policy decisions), {} signed checkpoints; verified against {key}.",
+        "9. Ledger: {} entries ({} policy decisions), {} signed checkpoints; verified against {key}.",
         report.entries, decisions, report.checkpoints
     );
     println!(
@@ -270,7 +324,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     );
     let replayed = capsule_cortex::replay::replay(size, 0, |seq| reader.entry(seq))?;
     println!(
-        "9. Replay (capsule replay): {} kernel operations re-run from the ledger alone, {} model reply re-checked, no model loaded: {}.",
+        "10. Replay (capsule replay): {} kernel operations re-run from the ledger alone, {} model reply re-checked, no model loaded: {}.",
         replayed.steps.len(),
         replayed.model_replies,
         if replayed.matches() { "same plans, same kernel states bit for bit" } else { "DIFFERS" }

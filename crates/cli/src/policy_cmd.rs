@@ -44,10 +44,20 @@ enum PolicyCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
-    /// Print the schema, or the default policy set.
+    /// Print the schema, the default policy set, or the risk and safety
+    /// level of every action (the built-in table with DATA/policy/policy.json's overrides).
     Show {
-        #[arg(value_parser = ["schema", "defaults"])]
+        #[arg(value_parser = ["schema", "defaults", "levels"])]
         what: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch modification actions (selfedit.*) on or off: written to
+    /// DATA/policy/policy.json atomically; a running service reloads it and
+    /// records the change; without one, the change is recorded here.
+    Modification {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
 }
 
@@ -143,7 +153,36 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCommand::Show { what } => {
+        PolicyCommand::Show { what, json } if what == "levels" => {
+            let config = PolicyConfig::load(&data_dir::policy(&data))?;
+            let table = config.levels.table();
+            if json {
+                let rows: Vec<_> = table
+                    .iter()
+                    .map(|(a, r, l, s)| json!({"action": a, "risk": r, "value": r.value(), "level": l, "source": s}))
+                    .collect();
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "{:<18} {:<13} {:>5}  {:<9} source",
+                    "action", "risk", "", "level"
+                );
+                for (a, r, l, s) in table {
+                    println!(
+                        "{a:<18} {:<13} {:>5}  {:<9} {}",
+                        r.as_str().to_uppercase(),
+                        r.value(),
+                        l.as_str().to_uppercase(),
+                        match s {
+                            capsule_policy::RiskSource::PolicyJson => "policy.json",
+                            _ => "built in",
+                        }
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Show { what, .. } => {
             print!(
                 "{}",
                 if what == "schema" {
@@ -154,7 +193,36 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCommand::Modification { state } => modification(&data, state == "on"),
     }
+}
+
+fn modification(data: &Path, enabled: bool) -> Result<ExitCode> {
+    let dir = data_dir::policy(data);
+    let mut config = PolicyConfig::load(&dir)?;
+    config.modification_enabled = enabled;
+    // A running service holds the ledger; it sees the file change and
+    // records the reload. Otherwise the change is recorded here.
+    match data_dir::try_open_ledger(data)? {
+        Some(ledger) => {
+            config.save(&dir)?;
+            let mut record = capsule_ledger::Record::new(&who(), "policy.modification", "ok");
+            record.subject = "modification".into();
+            record.reason = format!("modification_enabled set to {enabled}");
+            record.meta = json!({"kind": "policy.modification", "persisted": true});
+            let receipt = ledger.append(record)?;
+            ledger.close()?;
+            println!(
+                "modification_enabled = {enabled} (policy.json written; ledger entry {})",
+                receipt.seq
+            );
+        }
+        None => {
+            config.save(&dir)?;
+            println!("modification_enabled = {enabled} (policy.json written; the running service reloads and records it)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
@@ -187,6 +255,7 @@ fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
         },
         modification_enabled: config.modification_enabled,
         guardian: config.guardian,
+        levels: config.levels.clone(),
     };
     let d = evaluate(&rules, &circumstances, &req)?;
     let mut recorded = json!(null);
@@ -207,7 +276,12 @@ fn eval(data: &Path, a: EvalArgs) -> Result<ExitCode> {
                 args: req.args.clone(),
                 policy_version: d.policy_version.clone(),
             };
-            approval = Some(queue.enqueue(&request, d.outcome.as_str(), config.approval_quorum)?);
+            approval = Some(queue.enqueue_for(
+                &request,
+                d.outcome.as_str(),
+                config.approval_quorum,
+                config.approval_ttl_s,
+            )?);
         }
         ledger.close()?;
         recorded = json!({"ledger_seq": receipt.seq, "approval_id": approval});
@@ -395,11 +469,17 @@ enum ApprovalsCommand {
     },
     /// Show one approval with its digest and signers.
     Show { id: i64 },
-    /// Sign an approval with an approver key file.
+    /// Sign an approval with an approver key file. With a token (--token
+    /// or $CAPSULE_TOKEN, an approver's) it signs through the running
+    /// service, which runs the action once the quorum is complete;
+    /// without one it signs in DATA/approvals.db (the service must be
+    /// stopped; it runs approved actions when it starts).
     Sign {
         id: i64,
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        conn: crate::client::Connection,
     },
 }
 
@@ -432,11 +512,14 @@ pub fn run_approvals(args: ApprovalsArgs) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&queue.show(id)?)?);
             Ok(ExitCode::SUCCESS)
         }
-        ApprovalsCommand::Sign { id, key } => {
+        ApprovalsCommand::Sign { id, key, conn } => {
             let name = key
                 .file_stem()
                 .map_or("approver".into(), |s| s.to_string_lossy().into_owned());
             let signer = load_key_file(&key, &name)?;
+            if conn.has_token() {
+                return sign_through_service(id, &signer, conn);
+            }
             let approval = queue.show(id)?;
             let signature =
                 B64.encode(signer.sign(approval_statement(id, &approval.digest).as_bytes()));
@@ -459,4 +542,49 @@ pub fn run_approvals(args: ApprovalsArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `capsule approvals sign` against a running service.
+fn sign_through_service(
+    id: i64,
+    signer: &capsule_ledger::note::KeySigner,
+    conn: crate::client::Connection,
+) -> Result<ExitCode> {
+    let client = conn.client()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let shown = client.get(&format!("/v1/approvals/{id}")).await?;
+        if shown.status != 200 {
+            bail!("approval {id}: HTTP {}: {}", shown.status, shown.body);
+        }
+        let digest = shown.body["digest"].as_str().context("digest")?;
+        let body = json!({
+            "key": signer.verifier().to_string(),
+            "signature": B64.encode(signer.sign(approval_statement(id, digest).as_bytes())),
+        });
+        let r = client
+            .post(&format!("/v1/approvals/{id}/sign"), &body)
+            .await?;
+        if r.status != 200 {
+            bail!(
+                "approval {id}: HTTP {} {}: {}",
+                r.status,
+                r.body["error"].as_str().unwrap_or("error"),
+                r.body["reason"].as_str().unwrap_or("")
+            );
+        }
+        println!(
+            "approval {id}: {} of {} signatures, {}",
+            r.body["approvers"].as_array().map_or(0, Vec::len),
+            r.body["quorum"],
+            r.body["status"].as_str().unwrap_or("?")
+        );
+        if let Some(rel) = r.body.get("released") {
+            println!(
+                "ran once: kernel step {} (ledger entries {} and {})",
+                rel["result"]["step"], rel["ledger_seq"], rel["release_seq"]
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }

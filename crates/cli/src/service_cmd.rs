@@ -246,6 +246,18 @@ pub fn think(args: ThinkArgs) -> Result<ExitCode> {
             b["decision"]["explanation"].as_str().unwrap_or("")
         );
         println!("ledger entry {}", b["ledger_seq"]);
+    } else if reply.status == 202 {
+        let b = &reply.body;
+        println!(
+            "held for approval {}: {} signature(s) needed over digest {} (`capsule approvals sign {} --key APPROVER.pem`)",
+            b["approval_id"], b["quorum"], b["digest"].as_str().unwrap_or("?"), b["approval_id"]
+        );
+        println!(
+            "policy: {} — {}",
+            b["decision"]["outcome"].as_str().unwrap_or("?"),
+            b["decision"]["explanation"].as_str().unwrap_or("")
+        );
+        println!("ledger entry {}", b["ledger_seq"]);
     } else {
         eprintln!(
             "{} {}: {} ({})",
@@ -255,7 +267,7 @@ pub fn think(args: ThinkArgs) -> Result<ExitCode> {
             reply.body["field"].as_str().unwrap_or("-")
         );
     }
-    Ok(if reply.status == 200 {
+    Ok(if reply.status == 200 || reply.status == 202 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -5,9 +5,16 @@
 //! recorded and ends the call. An allowed step runs under the kernel lock,
 //! which is held until the step's ledger records are queued, so the log
 //! order is the kernel's step order; the caller waits for durability after
-//! the lock is released. If the memory append or the ledger queueing fails,
-//! the kernel is put back to its state before the step and the memory event
-//! is retracted: a failed call leaves state as it was.
+//! the lock is released. If the memory append, the ledger queueing or the
+//! durable write fails, the kernel is put back to its state before the step
+//! and the memory event and vector are removed: a failed call leaves state
+//! as it was.
+//!
+//! Held actions: a decision of `pending_review` or `requires_human` queues
+//! the action — its plan and everything needed to run it as approved — in
+//! the approval queue and answers [`CortexError::Held`]. Once a quorum has
+//! signed, [`Cortex::release`] runs exactly that action once (see
+//! `capsule_policy::approvals` for how a crash cannot duplicate it).
 
 use crate::critic::{critique, CriticLimits, Rejection};
 use crate::plan::{Op, Plan};
@@ -17,8 +24,11 @@ use capsule_ledger::{Ledger, LedgerError, Record};
 use capsule_memory::vector::{Filter, VectorIndex};
 use capsule_memory::{EventStore, MemoryError, NewEvent};
 use capsule_models::{Embedder, ModelError};
+use capsule_policy::approvals::{release_record, Approval, ApprovalQueue, ApprovalRequest};
 use capsule_policy::engine::{decision_record, evaluate};
-use capsule_policy::{Affect, Decision, DecisionRequest, Lane, Outcome, PolicyEngine, PolicyError};
+use capsule_policy::{
+    Affect, Assessment, Decision, DecisionRequest, Lane, Outcome, PolicyEngine, PolicyError,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,9 +46,6 @@ pub struct CortexConfig {
     pub allowed_ops: Vec<Op>,
     /// The planner a think uses when it names none.
     pub default_planner: String,
-    /// Affect parameters (SPEC O8) used when a request supplies none; set
-    /// by the operator in the configuration, recorded with each decision.
-    pub default_affect: Affect,
 }
 
 impl Default for CortexConfig {
@@ -47,11 +54,6 @@ impl Default for CortexConfig {
             resource: "kernel:main".into(),
             allowed_ops: Op::ALL.to_vec(),
             default_planner: "hash".into(),
-            default_affect: Affect {
-                confidence: Some(0.8),
-                empathy: Some(0.7),
-                safety: Some(0.97),
-            },
         }
     }
 }
@@ -75,9 +77,14 @@ pub struct ThinkRequest {
     /// The planner by name (default: the configured one).
     #[serde(default)]
     pub planner: Option<String>,
-    /// Affect parameters for the policy decision (default: the configured ones).
+    /// Affect parameters for the policy decision; each may lower the
+    /// current value (GET /v1/affect), never raise it.
     #[serde(default)]
     pub affect: Option<Affect>,
+    /// A risk in [0, 1] the think states for itself, at least its action's
+    /// risk from the table (a higher one may send it to review).
+    #[serde(default)]
+    pub risk: Option<f64>,
 }
 
 /// What a kernel step did, as replies and the ledger report it.
@@ -133,10 +140,14 @@ pub struct DecisionSummary {
     pub explanation: String,
     pub would_pass: Option<String>,
     pub mode: String,
+    /// Level and risk, and where they came from (the table or the step).
+    pub assessment: Assessment,
+    /// The step's drift and how it was measured.
+    pub drift: Drift,
 }
 
 impl DecisionSummary {
-    fn of(d: &Decision) -> Self {
+    fn of(d: &Decision, drift: &Drift) -> Self {
         DecisionSummary {
             outcome: d.outcome.as_str().into(),
             reason: d.reason.clone(),
@@ -145,8 +156,68 @@ impl DecisionSummary {
             explanation: d.explanation.clone(),
             would_pass: d.would_pass.clone(),
             mode: d.mode.as_str().into(),
+            assessment: d.assessment,
+            drift: drift.clone(),
         }
     }
+}
+
+/// Drift of a step (SPEC N4): 1 − cos(intent, action), clamped to [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub value: f64,
+    /// `embedding`: 1 − cos(embedding of the request text, embedding of
+    /// the plan's op and rationale), for LLM planners; `text_only`: 0, the
+    /// plan is derived from the text alone (hash planner) or given (gw);
+    /// `no_text`: 0, a direct kernel step has no stated intent.
+    pub source: String,
+}
+
+impl Drift {
+    fn zero(source: &str) -> Drift {
+        Drift {
+            value: 0.0,
+            source: source.into(),
+        }
+    }
+}
+
+/// The per-lane drift average (EMA, α = [`DRIFT_ALPHA`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DriftLane {
+    pub ema: f64,
+    pub last: f64,
+    pub steps: u64,
+    /// The EMA is above [`DRIFT_WARN`].
+    pub warn: bool,
+}
+
+/// Smoothing of the per-lane drift EMA.
+pub const DRIFT_ALPHA: f64 = 0.2;
+/// The EMA above which drift is reported as a warning (metric and log).
+pub const DRIFT_WARN: f64 = 0.20;
+
+/// An action waiting for approval, as the 202 reply shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldAction {
+    pub approval_id: i64,
+    pub digest: String,
+    pub quorum: u32,
+    pub status: String,
+    pub decision: DecisionSummary,
+    /// The ledger entry of the decision that held it.
+    pub ledger_seq: u64,
+}
+
+/// What running an approved action did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Released {
+    pub approval_id: i64,
+    pub result: StepResult,
+    /// The ledger entry of the action (the release entry follows it).
+    pub ledger_seq: u64,
+    pub release_seq: u64,
+    pub event_id: Option<i64>,
 }
 
 /// The reply to a think (SPEC C1).
@@ -244,6 +315,9 @@ pub enum CortexError {
         rejection: Rejection,
         ledger_seq: u64,
     },
+    /// Policy held the action for approval (recorded in the ledger, queued).
+    #[error("held for approval {}: {}", .0.approval_id, .0.decision.explanation)]
+    Held(Box<HeldAction>),
     /// Policy did not allow the action (recorded in the ledger). `reason`
     /// `kill_switch` means the kill switch is armed.
     #[error("policy: {} ({})", .decision.explanation, .decision.outcome)]
@@ -291,6 +365,8 @@ pub trait Observer: Send + Sync {
     fn ledger_append(&self, _seconds: f64) {}
     /// The kernel took a step (after its records are durable).
     fn step(&self, _event: &StepEvent) {}
+    /// A think's drift was measured; `ema` is its lane's average after it.
+    fn drift(&self, _lane: &str, _drift: f64, _ema: f64) {}
 }
 
 struct NoObserver;
@@ -310,6 +386,9 @@ pub struct Cortex {
     planners: BTreeMap<String, Arc<dyn Planner>>,
     recall: Option<Recall>,
     observer: Arc<dyn Observer>,
+    /// Held actions wait here; without a queue a held decision is refused.
+    approvals: Option<Arc<Mutex<ApprovalQueue>>>,
+    drift: Mutex<BTreeMap<String, DriftLane>>,
 }
 
 /// The think-only parts of a step's record.
@@ -328,7 +407,28 @@ struct Executed {
     result: StepResult,
     decision: DecisionSummary,
     ledger_seq: u64,
+    /// Every ledger entry the execution appended, in order.
+    seqs: Vec<u64>,
     event_id: Option<i64>,
+}
+
+/// What a call asks of policy besides the plan.
+#[derive(Debug, Clone, Default)]
+struct Asked {
+    affect: Option<Affect>,
+    risk: Option<f64>,
+}
+
+/// Stop here, forever, when `CAPSULE_TEST_PAUSE_AT` names this point: the
+/// crash tests kill the process while it waits (SIGKILL) to show that a
+/// release cannot be duplicated by a crash at that point.
+fn pause_point(name: &str) {
+    if std::env::var("CAPSULE_TEST_PAUSE_AT").is_ok_and(|v| v == name) {
+        eprintln!("capsule: paused at {name} (CAPSULE_TEST_PAUSE_AT)");
+        loop {
+            std::thread::park();
+        }
+    }
 }
 
 /// The glyph id of a text: `t_` and the first 16 hex digits of its BLAKE3.
@@ -369,7 +469,62 @@ impl Cortex {
             planners: BTreeMap::new(),
             recall: None,
             observer: Arc::new(NoObserver),
+            approvals: None,
+            drift: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Queue held actions in `queue` (and run them once approved).
+    pub fn with_approvals(mut self, queue: Arc<Mutex<ApprovalQueue>>) -> Self {
+        self.approvals = Some(queue);
+        self
+    }
+
+    /// The per-lane drift averages.
+    pub fn drift(&self) -> BTreeMap<String, DriftLane> {
+        self.drift.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Measure a think's drift and fold it into its lane's EMA.
+    fn measure_drift(
+        &self,
+        text: &str,
+        vector: Option<&[f32]>,
+        planned: &Planned,
+        lane: Lane,
+    ) -> Result<Drift> {
+        let drift = match (&self.recall, vector, &planned.model) {
+            (Some(r), Some(intent), Some(_)) => {
+                let action = r.embedder.embed_one(&format!(
+                    "{} {}",
+                    planned.plan.op.as_str(),
+                    planned.plan.rationale
+                ))?;
+                Drift {
+                    value: (1.0 - cosine(intent, &action)).clamp(0.0, 1.0),
+                    source: "embedding".into(),
+                }
+            }
+            _ if text.trim().is_empty() => Drift::zero("no_text"),
+            _ => Drift::zero("text_only"),
+        };
+        let mut lanes = self.drift.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = lanes.entry(lane.as_str().to_string()).or_insert(DriftLane {
+            ema: drift.value,
+            last: drift.value,
+            steps: 0,
+            warn: false,
+        });
+        if entry.steps > 0 {
+            entry.ema = DRIFT_ALPHA * drift.value + (1.0 - DRIFT_ALPHA) * entry.ema;
+        }
+        entry.last = drift.value;
+        entry.steps += 1;
+        entry.warn = entry.ema > DRIFT_WARN;
+        let ema = entry.ema;
+        drop(lanes);
+        self.observer.drift(lane.as_str(), drift.value, ema);
+        Ok(drift)
     }
 
     /// Add a planner under its name (replacing one of the same name).
@@ -450,13 +605,15 @@ impl Cortex {
             (Some(r), Some(v)) if r.k > 0 => self.recall_for(v, r.k)?,
             _ => Vec::new(),
         };
-        let Planned { plan, model } = planner.plan(&PlanInput {
+        let planned = planner.plan(&PlanInput {
             text: &req.text,
             gw: req.gw.as_deref(),
             measure: req.measure,
             workspace_dim: self.limits.workspace_dim,
             recall: &recall,
         })?;
+        let drift = self.measure_drift(&req.text, vector.as_deref(), &planned, lane)?;
+        let Planned { plan, model } = planned;
         self.check(principal, &plan)?;
         let ctx = ThinkContext {
             text: &req.text,
@@ -467,7 +624,11 @@ impl Cortex {
             vector,
         };
         let glyph = ctx.glyph.clone();
-        let done = self.run(principal, &plan, lane, req.affect, Some(ctx))?;
+        let asked = Asked {
+            affect: req.affect,
+            risk: req.risk,
+        };
+        let done = self.run(principal, &plan, lane, &asked, drift, Some(ctx))?;
         Ok(ThinkReply {
             result: done.result,
             op: plan.op,
@@ -547,13 +708,15 @@ impl Cortex {
         Ok(out)
     }
 
-    /// One kernel step under `gw` by `principal`: critic, policy, step, ledger.
+    /// One kernel step under `gw` by `principal`: critic, policy, step,
+    /// ledger. `risk` may raise the step's risk above its action's.
     pub fn step(
         &self,
         principal: &str,
         gw: &[f64],
         measure: bool,
         affect: Option<Affect>,
+        risk: Option<f64>,
     ) -> Result<StepReply> {
         let plan = Plan {
             op: Op::for_measure(measure),
@@ -562,7 +725,15 @@ impl Cortex {
             rationale: "direct kernel step".into(),
         };
         self.check(principal, &plan)?;
-        let done = self.run(principal, &plan, Lane::Prod, affect, None)?;
+        let asked = Asked { affect, risk };
+        let done = self.run(
+            principal,
+            &plan,
+            Lane::Prod,
+            &asked,
+            Drift::zero("no_text"),
+            None,
+        )?;
         Ok(StepReply {
             result: done.result,
             decision: done.decision,
@@ -605,18 +776,20 @@ impl Cortex {
         principal: &str,
         plan: &Plan,
         lane: Lane,
-        affect: Option<Affect>,
+        asked: &Asked,
+        drift: Drift,
         think: Option<ThinkContext<'_>>,
     ) -> Result<Executed> {
+        let (affect, _) = self.policy.affect_for(asked.affect.as_ref())?;
         let request = DecisionRequest {
             principal: principal.into(),
             action: plan.op.as_str().into(),
             resource: self.config.resource.clone(),
             lane,
-            level: capsule_policy::SafetyLevel::Low,
-            affect: affect.unwrap_or(self.config.default_affect),
-            risk: None,
-            drift: None,
+            level: None,
+            affect,
+            risk: asked.risk,
+            drift: Some(drift.value),
             args: serde_json::json!({
                 "gw_dim": plan.gw.len(),
                 "gw_digest": plan.gw_digest(),
@@ -626,8 +799,24 @@ impl Cortex {
         let circumstances = self.policy.circumstances();
         let decision = evaluate(&self.policy.rules(), &circumstances, &request)?;
         self.observer.decision(decision.outcome.as_str());
-        let summary = DecisionSummary::of(&decision);
-        let decision_entry = decision_record(&request, &circumstances, &decision);
+        let summary = DecisionSummary::of(&decision, &drift);
+        let mut decision_entry = decision_record(&request, &circumstances, &decision);
+        decision_entry.meta["drift"] = serde_json::json!(drift);
+        if decision.outcome.needs_approval() {
+            if let Some(queue) = &self.approvals {
+                let args = serde_json::json!({
+                    "kind": if think.is_some() { "think" } else { "kernel.step" },
+                    "plan": plan,
+                    "lane": lane,
+                    "risk": asked.risk,
+                    "drift": drift,
+                    "text": think.as_ref().map(|c| c.text),
+                    "planner": think.as_ref().map(|c| c.planner),
+                    "model": think.as_ref().map(|c| &c.model),
+                });
+                return Err(self.hold(queue, &request, &decision, summary, decision_entry, args));
+            }
+        }
         if !allowed(decision.outcome) {
             let receipt = self.append(decision_entry)?;
             return Err(CortexError::Refused {
@@ -635,7 +824,201 @@ impl Cortex {
                 ledger_seq: receipt.seq,
             });
         }
+        self.execute(principal, plan, think, summary, vec![decision_entry], None)
+    }
 
+    /// Queue a held action and record its decision (naming the approval).
+    fn hold(
+        &self,
+        queue: &Mutex<ApprovalQueue>,
+        request: &DecisionRequest,
+        decision: &Decision,
+        summary: DecisionSummary,
+        mut decision_entry: Record,
+        args: serde_json::Value,
+    ) -> CortexError {
+        let approval = ApprovalRequest {
+            action: request.action.clone(),
+            actor: request.principal.clone(),
+            resource: request.resource.clone(),
+            args,
+            policy_version: decision.policy_version.clone(),
+        };
+        let config = self.policy.config();
+        let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match queue.enqueue_for(
+            &approval,
+            decision.outcome.as_str(),
+            config.approval_quorum,
+            config.approval_ttl_s,
+        ) {
+            Ok(id) => id,
+            Err(e) => return e.into(),
+        };
+        decision_entry.meta["approval"] =
+            serde_json::json!({"id": id, "digest": approval.digest()});
+        match self.append(decision_entry) {
+            Ok(receipt) => CortexError::Held(Box::new(HeldAction {
+                approval_id: id,
+                digest: approval.digest(),
+                quorum: config.approval_quorum,
+                status: "pending".into(),
+                decision: summary,
+                ledger_seq: receipt.seq,
+            })),
+            Err(e) => {
+                // Unrecorded, so it must not wait either.
+                let _ = queue.discard(id);
+                e
+            }
+        }
+    }
+
+    /// Run an approved action from the queue, exactly once: claim it, run
+    /// the plan it holds as it was approved, append its record and the
+    /// release entry in one batch, mark it released. Refused while the
+    /// kill switch is armed (it stays approved).
+    pub fn release(&self, id: i64) -> Result<Released> {
+        let Some(queue) = &self.approvals else {
+            return Err(CortexError::Invalid {
+                field: "approval".into(),
+                reason: "this cortex has no approval queue".into(),
+            });
+        };
+        let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+        let approval = queue.show(id)?;
+        let held = HeldArgs::parse(&approval)?;
+        let mut presented = approval.request.clone();
+        presented.policy_version = self.policy.rules().version().to_string();
+        if self.policy.kill_switch().is_armed() {
+            let (d, receipt) = self.policy.decide_and_record(&DecisionRequest {
+                principal: approval.request.actor.clone(),
+                action: approval.request.action.clone(),
+                resource: approval.request.resource.clone(),
+                lane: held.lane,
+                level: None,
+                affect: self.policy.affect_for(None)?.0,
+                risk: held.risk,
+                drift: None,
+                args: serde_json::json!({}),
+            })?;
+            return Err(CortexError::Refused {
+                decision: Box::new(DecisionSummary::of(&d, &held.drift)),
+                ledger_seq: receipt.seq,
+            });
+        }
+        let approval = queue.claim(id, &presented, &self.ledger)?;
+        pause_point("release.claimed");
+        let think = match &held.text {
+            Some(text) => Some(ThinkContext {
+                text,
+                glyph: glyph_of(text),
+                planner: held.planner.as_deref().unwrap_or("hash"),
+                lane: held.lane,
+                model: held.model.clone(),
+                vector: match &self.recall {
+                    Some(r) if !text.trim().is_empty() => Some(r.embedder.embed_one(text)?),
+                    _ => None,
+                },
+            }),
+            None => None,
+        };
+        let summary = DecisionSummary {
+            outcome: "released".into(),
+            reason: "approval".into(),
+            policies: Vec::new(),
+            autonomy_rule: None,
+            explanation: format!(
+                "{} held it; released by {} approver signature(s) over digest {}",
+                approval.outcome,
+                approval.approvers.len(),
+                approval.digest
+            ),
+            would_pass: None,
+            mode: self.policy.config().mode.as_str().into(),
+            assessment: self
+                .policy
+                .config()
+                .levels
+                .assess(&approval.request.action, held.risk)?,
+            drift: held.drift.clone(),
+        };
+        let done = match self.execute(
+            &approval.request.actor,
+            &held.plan,
+            think,
+            summary,
+            Vec::new(),
+            Some(&approval),
+        ) {
+            Ok(done) => done,
+            Err(e) => {
+                // Nothing ran (the step and its records were undone).
+                let _ = queue.unclaim(id);
+                return Err(e);
+            }
+        };
+        pause_point("release.appended");
+        let release_seq = *done.seqs.last().unwrap_or(&done.ledger_seq);
+        let released = Released {
+            approval_id: id,
+            result: done.result,
+            ledger_seq: done.ledger_seq,
+            release_seq,
+            event_id: done.event_id,
+        };
+        queue.finish(
+            id,
+            &serde_json::to_value(&released).unwrap_or_default(),
+            &done.seqs,
+        )?;
+        Ok(released)
+    }
+
+    /// Can this cortex run `approval`'s action (a held think or step)?
+    pub fn runs(&self, approval: &Approval) -> bool {
+        self.approvals.is_some() && HeldArgs::parse(approval).is_ok()
+    }
+
+    /// After a restart: settle the actions a crash interrupted (see
+    /// `ApprovalQueue::recover`) and run every approved action the service
+    /// can run that has not run yet, unless the kill switch is armed.
+    /// Returns the ids it ran.
+    pub fn resume_approvals(&self) -> Result<Vec<i64>> {
+        let Some(queue) = &self.approvals else {
+            return Ok(Vec::new());
+        };
+        let approved = {
+            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.recover(&self.ledger)?;
+            q.list(Some("approved"))?
+        };
+        let mut ran = Vec::new();
+        if self.policy.kill_switch().is_armed() {
+            return Ok(ran);
+        }
+        for a in approved {
+            if HeldArgs::parse(&a).is_ok() {
+                self.release(a.id)?;
+                ran.push(a.id);
+            }
+        }
+        Ok(ran)
+    }
+
+    /// The step and its records (see the module doc). `before` are records
+    /// that precede the step's own (its decision); `approval`, when the
+    /// step runs an approved action, adds `approval_id` to the step's
+    /// record and the release entry after it, in the same batch.
+    fn execute(
+        &self,
+        principal: &str,
+        plan: &Plan,
+        think: Option<ThinkContext<'_>>,
+        summary: DecisionSummary,
+        before_records: Vec<Record>,
+        approval: Option<&Approval>,
+    ) -> Result<Executed> {
         let mut kernel = self.kernel();
         let before = kernel.clone();
         let outcome = match kernel.step(&plan.gw, plan.measure) {
@@ -647,9 +1030,11 @@ impl Cortex {
                 record.reason = e.to_string();
                 record.meta = serde_json::json!({ "kind": "kernel.refused" });
                 let started = Instant::now();
-                let receipts = self.ledger.append_batch(vec![decision_entry, record])?;
+                let mut records = before_records;
+                records.push(record);
+                let receipts = self.ledger.append_batch(records)?;
                 self.observer.ledger_append(started.elapsed().as_secs_f64());
-                let seq = receipts[1].seq;
+                let seq = receipts.last().map_or(0, |r| r.seq);
                 return Err(match e {
                     KernelError::Halted { step, reason } => CortexError::Halted {
                         step,
@@ -724,25 +1109,50 @@ impl Cortex {
             "event_id": event.as_ref().map(|e| e.id),
             "result": result,
             "halted": kernel.halted().map(|h| &h.reason),
+            "drift": summary.drift,
+            "assessment": summary.assessment,
         });
+        if let Some(a) = approval {
+            record.meta["approval_id"] = serde_json::json!(a.id);
+        }
+        let own = before_records.len();
+        let mut records = before_records;
+        records.push(record);
+        records.extend(approval.map(release_record));
+        let undo_memory = |event: &Option<capsule_memory::Event>| {
+            if let Some(ev) = event {
+                // Best effort: the ledger error is the one to report.
+                let _ = self.memory.retract(ev.id);
+                if let Some(r) = &self.recall {
+                    let _ = r.index.remove(ev.id);
+                }
+            }
+        };
         let started = Instant::now();
-        let pending = match self.ledger.submit(vec![decision_entry, record]) {
+        let pending = match self.ledger.submit(records) {
             Ok(p) => p,
             Err(e) => {
                 *kernel = before;
-                if let Some(ev) = &event {
-                    // Best effort: the ledger error is the one to report.
-                    let _ = self.memory.retract(ev.id);
-                    if let Some(r) = &self.recall {
-                        let _ = r.index.remove(ev.id);
-                    }
-                }
+                undo_memory(&event);
                 return Err(e.into());
             }
         };
-        let ledger_seq = pending.receipts()[1].seq;
+        let seqs: Vec<u64> = pending.receipts().iter().map(|r| r.seq).collect();
+        let ledger_seq = seqs[own];
         drop(kernel);
-        pending.wait()?;
+        if let Err(e) = pending.wait() {
+            // Not durable, so it did not happen. A failed ledger fails every
+            // later write too, so each step queued after this one is being
+            // undone as well: restore only when the kernel is past this
+            // step's starting point, so the earliest such state wins.
+            let mut kernel = self.kernel();
+            if kernel.step_count() > before.step_count() {
+                *kernel = before;
+            }
+            drop(kernel);
+            undo_memory(&event);
+            return Err(e.into());
+        }
         self.observer.ledger_append(started.elapsed().as_secs_f64());
         self.observer.step(&StepEvent {
             result: result.clone(),
@@ -752,6 +1162,7 @@ impl Cortex {
             result,
             decision: summary,
             ledger_seq,
+            seqs,
             event_id: event.map(|e| e.id),
         })
     }
@@ -825,5 +1236,72 @@ impl Cortex {
         };
         drop(kernel);
         Ok(pending.wait()?[0].seq)
+    }
+}
+
+/// Cosine similarity of two vectors (0 when either is zero).
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}
+
+/// The action a held approval carries (its `args`), as [`Cortex::run`]
+/// queued it.
+struct HeldArgs {
+    plan: Plan,
+    lane: Lane,
+    risk: Option<f64>,
+    drift: Drift,
+    text: Option<String>,
+    planner: Option<String>,
+    model: Option<ModelOutput>,
+}
+
+impl HeldArgs {
+    fn parse(a: &Approval) -> Result<HeldArgs> {
+        #[derive(Deserialize)]
+        struct Args {
+            kind: String,
+            plan: Plan,
+            lane: Lane,
+            risk: Option<f64>,
+            drift: Drift,
+            text: Option<String>,
+            planner: Option<String>,
+            model: Option<ModelOutput>,
+        }
+        let invalid = |reason: String| CortexError::Invalid {
+            field: format!("approval/{}", a.id),
+            reason,
+        };
+        let args: Args = serde_json::from_value(a.request.args.clone())
+            .map_err(|e| invalid(format!("not an action the service runs: {e}")))?;
+        if args.kind != "think" && args.kind != "kernel.step" {
+            return Err(invalid(format!(
+                "{:?} is not an action the service runs",
+                args.kind
+            )));
+        }
+        if args.plan.op.as_str() != a.request.action {
+            return Err(invalid("the plan's op is not the approved action".into()));
+        }
+        Ok(HeldArgs {
+            plan: args.plan,
+            lane: args.lane,
+            risk: args.risk,
+            drift: args.drift,
+            text: args.text,
+            planner: args.planner,
+            model: args.model,
+        })
     }
 }

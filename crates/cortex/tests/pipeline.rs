@@ -119,3 +119,29 @@ fn an_unknown_planner_or_empty_input_is_refused_naming_the_field() {
         e => panic!("{e}"),
     }
 }
+
+#[test]
+fn a_durable_write_that_fails_after_queueing_undoes_the_step_the_event_and_the_vector() {
+    use capsule_cortex::Recall;
+    use capsule_memory::vector::VectorIndex;
+    use capsule_models::HashEmbedder;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(VectorIndex::open(&dir.path().join("vectors"), 32).unwrap());
+    let c = cortex(dir.path()).with_recall(Recall {
+        embedder: Arc::new(HashEmbedder { dims: 32 }),
+        index: index.clone(),
+        k: 5,
+    });
+    c.think("agent:a", &think("first")).unwrap();
+    let before = c.state().unwrap();
+    let events = c.memory().count().unwrap();
+    let vectors = index.len();
+    // The records queue fine; the group write then fails, as a disk would.
+    c.ledger().inject_write_failure("injected: the disk failed");
+    let err = c.think("agent:a", &think("second")).unwrap_err();
+    assert!(matches!(err, CortexError::Ledger(_)), "{err}");
+    assert!(err.to_string().contains("the disk failed"), "{err}");
+    assert_eq!(c.state().unwrap(), before);
+    assert_eq!(c.memory().count().unwrap(), events);
+    assert_eq!(index.len(), vectors);
+}

@@ -109,6 +109,8 @@ struct State {
     closing: bool,
     want_checkpoint: bool,
     latest: Option<Checkpoint>,
+    /// The next group write fails with this reason (see `inject_write_failure`).
+    inject_failure: Option<String>,
 }
 
 struct Shared {
@@ -275,6 +277,7 @@ impl Ledger {
                 closing: false,
                 want_checkpoint: false,
                 latest: r.latest.clone(),
+                inject_failure: None,
             }),
             wake_writer: Condvar::new(),
             progress: Condvar::new(),
@@ -533,6 +536,15 @@ impl Ledger {
         Ok(new.verifier().clone())
     }
 
+    /// Make the next group write fail as a failing disk would: its
+    /// appends are not acknowledged and the ledger is failed from then on,
+    /// as after any write error. For tests of what callers undo when a
+    /// durable write fails after they queued it; nothing else calls it.
+    #[doc(hidden)]
+    pub fn inject_write_failure(&self, reason: &str) {
+        self.shared.lock().inject_failure = Some(reason.to_string());
+    }
+
     /// Stop the writer after it has written everything queued and issued a
     /// final checkpoint. Further appends fail with [`LedgerError::Closed`].
     pub fn close(&self) -> Result<()> {
@@ -598,11 +610,20 @@ impl Writer {
             }
             let take = st.queue.len().min(shared.config.max_batch);
             let batch: Vec<Queued> = st.queue.drain(..take).collect();
+            let injected = if batch.is_empty() {
+                None
+            } else {
+                st.inject_failure.take()
+            };
             let closing = st.closing && st.queue.is_empty();
             drop(st);
 
             if !batch.is_empty() {
-                if let Err(e) = self.write(&batch) {
+                let written = match injected {
+                    Some(reason) => Err(LedgerError::Failed(reason)),
+                    None => self.write(&batch),
+                };
+                if let Err(e) = written {
                     self.fail(shared, e);
                     return;
                 }

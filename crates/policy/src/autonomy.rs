@@ -164,14 +164,38 @@ impl Outcome {
     }
 }
 
-/// The agent's self-assessed affect signals, each in [0, 1].
+/// The affect parameters (SPEC O8), each in [0, 1]: numbers that callers
+/// and operators supply, not feelings. Rule 3 reads confidence, empathy and
+/// safety; the maintenance scoring (SPEC T7) reads the others.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Affect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empathy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curiosity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimism: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caution: Option<f64>,
 }
+
+/// The names of the affect parameters, in the order of [`Affect::values`].
+pub const AFFECT_NAMES: [&str; 7] = [
+    "confidence",
+    "empathy",
+    "curiosity",
+    "safety",
+    "urgency",
+    "optimism",
+    "caution",
+];
 
 /// The thresholds of rule 3.
 pub const MIN_CONFIDENCE: f64 = 0.70;
@@ -179,12 +203,45 @@ pub const MIN_EMPATHY: f64 = 0.60;
 pub const MIN_SAFETY: f64 = 0.95;
 
 impl Affect {
+    /// The seven values, in the order of [`AFFECT_NAMES`].
+    pub fn values(&self) -> [Option<f64>; 7] {
+        [
+            self.confidence,
+            self.empathy,
+            self.curiosity,
+            self.safety,
+            self.urgency,
+            self.optimism,
+            self.caution,
+        ]
+    }
+
+    /// The parameter called `name`, for writing.
+    pub fn slot(&mut self, name: &str) -> Option<&mut Option<f64>> {
+        Some(match name {
+            "confidence" => &mut self.confidence,
+            "empathy" => &mut self.empathy,
+            "curiosity" => &mut self.curiosity,
+            "safety" => &mut self.safety,
+            "urgency" => &mut self.urgency,
+            "optimism" => &mut self.optimism,
+            "caution" => &mut self.caution,
+            _ => return None,
+        })
+    }
+
+    /// The threshold rule 3 holds `name` to, if any.
+    pub fn threshold(name: &str) -> Option<f64> {
+        match name {
+            "confidence" => Some(MIN_CONFIDENCE),
+            "empathy" => Some(MIN_EMPATHY),
+            "safety" => Some(MIN_SAFETY),
+            _ => None,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
-        for (field, v) in [
-            ("confidence", self.confidence),
-            ("empathy", self.empathy),
-            ("safety", self.safety),
-        ] {
+        for (field, v) in AFFECT_NAMES.into_iter().zip(self.values()) {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
                     return Err(PolicyError::invalid(
@@ -322,6 +379,7 @@ mod tests {
             confidence: Some(0.70),
             empathy: Some(0.60),
             safety: Some(0.95),
+            ..Affect::default()
         }
     }
 

@@ -2,10 +2,12 @@
 //! table and the lane guard, in that order, with an explanation, recorded
 //! in the ledger.
 
+use crate::affect::AffectState;
 use crate::autonomy::{self, Affect, Mode, Outcome, SafetyLevel, Situation};
 use crate::error::{PolicyError, Result};
 use crate::guardian::{Guardian, GuardianRefusal};
 use crate::lanes::{self, Execution, Lane};
+use crate::levels::{Assessment, Levels, RiskSource};
 use crate::rules::{Name, RuleSet};
 use capsule_ledger::{Ledger, Receipt, Record, VerifierKey};
 use serde::{Deserialize, Serialize};
@@ -27,7 +29,14 @@ pub struct PolicyConfig {
     pub approvers: Vec<String>,
     /// Operator keys, same form.
     pub operators: Vec<String>,
+    /// Risk overrides per action (the built-in table otherwise).
+    pub levels: Levels,
+    /// Seconds a queued approval waits before it expires.
+    pub approval_ttl_s: u64,
 }
+
+/// Default lifetime of a queued approval: 24 hours.
+pub const DEFAULT_APPROVAL_TTL_S: u64 = 24 * 3600;
 
 impl Default for PolicyConfig {
     fn default() -> Self {
@@ -39,6 +48,8 @@ impl Default for PolicyConfig {
             disarm_quorum: 1,
             approvers: Vec::new(),
             operators: Vec::new(),
+            levels: Levels::default(),
+            approval_ttl_s: DEFAULT_APPROVAL_TTL_S,
         }
     }
 }
@@ -78,7 +89,24 @@ impl PolicyConfig {
         }
         self.approver_keys()?;
         self.operator_keys()?;
+        self.levels.validate()?;
+        if self.approval_ttl_s == 0 || self.approval_ttl_s > 366 * 24 * 3600 {
+            return Err(PolicyError::invalid(
+                "approval_ttl_s",
+                format!("{} is outside 1..=31622400 (a year)", self.approval_ttl_s),
+            ));
+        }
         Ok(())
+    }
+
+    /// Write `dir/policy.json` atomically (a crash leaves the old or the
+    /// new file, never a mix); refuses a configuration that does not validate.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.validate()?;
+        let mut bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| PolicyError::invalid("policy.json", e.to_string()))?;
+        bytes.push(b'\n');
+        crate::durable::replace_file(&dir.join(CONFIG_FILE), &bytes)
     }
 
     fn keys(field: &str, texts: &[String]) -> Result<Vec<VerifierKey>> {
@@ -113,12 +141,16 @@ pub struct DecisionRequest {
     pub resource: String,
     #[serde(default = "default_lane")]
     pub lane: Lane,
-    #[serde(default = "default_level")]
-    pub level: SafetyLevel,
+    /// A level the step states; the action's own level from the table is
+    /// a floor (a lower one is refused).
+    #[serde(default)]
+    pub level: Option<SafetyLevel>,
     #[serde(default)]
     pub affect: Affect,
+    /// A risk the step states, in [0, 1]; the table's is a floor.
     #[serde(default)]
     pub risk: Option<f64>,
+    /// 1 − cos(intent, action) of the step, in [0, 1].
     #[serde(default)]
     pub drift: Option<f64>,
     /// The action's arguments (an object): what approvals sign.
@@ -128,9 +160,6 @@ pub struct DecisionRequest {
 
 fn default_lane() -> Lane {
     Lane::Prod
-}
-fn default_level() -> SafetyLevel {
-    SafetyLevel::Low
 }
 fn empty_object() -> serde_json::Value {
     serde_json::json!({})
@@ -154,6 +183,8 @@ pub struct Decision {
     pub would_pass: Option<String>,
     pub policy_version: String,
     pub mode: Mode,
+    /// The level and risk the decision was made at, and where they came from.
+    pub assessment: Assessment,
 }
 
 /// The inputs besides the request that a decision depends on; recorded
@@ -165,10 +196,44 @@ pub struct Circumstances {
     pub mode: Mode,
     pub modification_enabled: bool,
     pub guardian: Guardian,
+    /// `policy.json`'s risk overrides in force (empty: the built-in table).
+    #[serde(default)]
+    pub levels: Levels,
+}
+
+/// The risk and level of `req` under `levels`: the table's entry, raised
+/// (never lowered) by what the step states.
+pub fn assess(levels: &Levels, req: &DecisionRequest) -> Result<Assessment> {
+    let mut a = levels.assess(&req.action, req.risk)?;
+    if let Some(stated) = req.level {
+        if stated < a.level {
+            return Err(PolicyError::invalid(
+                "level",
+                format!(
+                    "{} is below {}'s level {}; a step may state a higher level, never a lower one",
+                    stated.as_str(),
+                    req.action,
+                    a.level.as_str()
+                ),
+            ));
+        }
+        if stated > a.level {
+            a.level = stated;
+            a.source = RiskSource::Stated;
+        }
+    }
+    Ok(a)
 }
 
 /// Decide `req` under `rules` and `c`. Pure: no I/O, no clock.
 pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Result<Decision> {
+    req.affect.validate()?;
+    if !req.args.is_object() {
+        return Err(PolicyError::invalid("args", "must be a JSON object"));
+    }
+    let principal = Name::principal(&req.principal)?;
+    let resource = Name::resource(&req.resource)?;
+    let assessment = assess(&c.levels, req)?;
     let decision =
         |outcome, reason: &str, policies, rule, explanation: String, would_pass| Decision {
             outcome,
@@ -180,6 +245,7 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
             would_pass,
             policy_version: rules.version().into(),
             mode: c.mode,
+            assessment,
         };
     // A refusal before the autonomy table: no rule number, and always a way to pass.
     let refused = |reason: &str, policies, explanation: String, would_pass: String| {
@@ -192,19 +258,13 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
             Some(would_pass),
         )
     };
-    req.affect.validate()?;
-    if !req.args.is_object() {
-        return Err(PolicyError::invalid("args", "must be a JSON object"));
-    }
-    let principal = Name::principal(&req.principal)?;
-    let resource = Name::resource(&req.resource)?;
     if c.kill_switch {
         let r = autonomy::decide(&Situation {
             emergency_stop: true,
             modification: false,
             modification_enabled: false,
             affect: req.affect,
-            level: req.level,
+            level: assessment.level,
             mode: c.mode,
         });
         return Ok(decision(
@@ -251,27 +311,20 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
         };
         return Ok(refused(reason, answer.policies, explanation, would_pass));
     }
-    if let Some(refusal) = c.guardian.check(req.risk, req.drift)? {
-        let (reason, explanation, would_pass) = match refusal {
-            GuardianRefusal::Risk { risk, max } => (
-                "guardian_risk",
-                format!("risk {risk} exceeds the guardian's max_risk {max}"),
-                format!("risk ≤ {max}"),
-            ),
-            GuardianRefusal::Drift { drift, max } => (
-                "guardian_drift",
-                format!("drift {drift} exceeds the guardian's max_drift {max}"),
-                format!("drift ≤ {max}"),
-            ),
-        };
-        return Ok(refused(reason, answer.policies, explanation, would_pass));
+    if let Some(GuardianRefusal::Drift { drift, max }) = c.guardian.check_drift(req.drift)? {
+        return Ok(refused(
+            "guardian_drift",
+            answer.policies,
+            format!("drift {drift} exceeds the guardian's max_drift {max}: the step does not follow from its intent"),
+            format!("drift ≤ {max}"),
+        ));
     }
     let ruling = autonomy::decide(&Situation {
         emergency_stop: false,
         modification: req.action.starts_with("selfedit."),
         modification_enabled: c.modification_enabled,
         affect: req.affect,
-        level: req.level,
+        level: assessment.level,
         mode: c.mode,
     });
     let permitted = format!("permitted by {}", answer.policies.join(", "));
@@ -283,6 +336,22 @@ pub fn evaluate(rules: &RuleSet, c: &Circumstances, req: &DecisionRequest) -> Re
         format!("{permitted}; autonomy rule {}: {}", ruling.rule, ruling.why),
         ruling.would_pass,
     );
+    let unattended = matches!(
+        d.outcome,
+        Outcome::Approved | Outcome::AutoApproved | Outcome::PendingReview
+    );
+    if unattended && c.guardian.needs_people(assessment.risk) {
+        d.outcome = Outcome::RequiresHuman;
+        d.reason = "guardian_risk".into();
+        d.explanation.push_str(&format!(
+            "; guardian: risk {} exceeds max_risk {}, so it never runs without people: held for the approval quorum",
+            assessment.risk, c.guardian.max_risk
+        ));
+        d.would_pass = Some(format!(
+            "approver signatures (quorum), or risk ≤ {}",
+            c.guardian.max_risk
+        ));
+    }
     if d.outcome.allows() {
         let execution = lanes::guard(req.lane, &req.action);
         if execution == Execution::DryRun {
@@ -312,19 +381,29 @@ pub fn decision_record(req: &DecisionRequest, c: &Circumstances, d: &Decision) -
             "policy_version": d.policy_version,
             "execution": d.execution,
             "would_pass": d.would_pass,
+            "assessment": d.assessment,
         },
     });
     record
 }
 
-/// What the watcher compares: every `*.cedar` file's name, size and
-/// modification time.
-fn fingerprint(dir: &Path) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+type Fingerprint = Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// What the watcher compares: the name, size and modification time of
+/// every `*.cedar` file (`cedar`) or of `policy.json` (not `cedar`).
+fn fingerprint(dir: &Path, cedar: bool) -> Fingerprint {
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
+        .filter(|e| {
+            let p = e.path();
+            if cedar {
+                p.extension().is_some_and(|x| x == "cedar")
+            } else {
+                p.file_name().is_some_and(|n| n == CONFIG_FILE)
+            }
+        })
         .map(|e| {
             let meta = e.metadata().ok();
             (
@@ -344,6 +423,9 @@ pub struct PolicyEngine {
     config: RwLock<PolicyConfig>,
     kill: Arc<crate::killswitch::KillSwitch>,
     ledger: Arc<Ledger>,
+    /// Where `policy.json` is kept; operator changes are written there.
+    dir: Option<std::path::PathBuf>,
+    affect: RwLock<AffectState>,
 }
 
 impl PolicyEngine {
@@ -359,7 +441,62 @@ impl PolicyEngine {
             config: RwLock::new(config),
             kill,
             ledger,
+            dir: None,
+            affect: RwLock::new(AffectState::in_memory(crate::affect::built_in_defaults())?),
         })
+    }
+
+    /// Keep operator changes of mode, modification switch and levels in
+    /// `dir/policy.json` (they survive a restart).
+    pub fn with_policy_dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The affect parameters decisions use.
+    pub fn with_affect(mut self, affect: AffectState) -> Self {
+        self.affect = RwLock::new(affect);
+        self
+    }
+
+    /// The affect parameters now, with thresholds and sources.
+    pub fn affect(&self) -> Vec<crate::affect::Parameter> {
+        self.affect
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .parameters()
+    }
+
+    /// The affect a decision uses when the request states `requested`
+    /// (which may lower values, never raise them).
+    pub fn affect_for(
+        &self,
+        requested: Option<&Affect>,
+    ) -> Result<(Affect, Vec<crate::affect::Parameter>)> {
+        self.affect
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .for_request(requested)
+    }
+
+    /// An operator sets affect parameters (recorded, kept on disk).
+    pub fn set_affect(&self, update: &Affect, by: &str) -> Result<Vec<crate::affect::Parameter>> {
+        update.validate()?;
+        let mut state = self.affect.write().unwrap_or_else(|p| p.into_inner());
+        let mut record = Record::new(by, "policy.affect", "ok");
+        record.subject = "affect".into();
+        record.reason = format!(
+            "affect set: {}",
+            serde_json::to_string(update).unwrap_or_default()
+        );
+        record.meta = serde_json::json!({ "kind": "policy.affect", "set": update });
+        let before = state.clone();
+        state.set(update)?;
+        if let Err(e) = self.ledger.append(record) {
+            *state = before;
+            return Err(e.into());
+        }
+        Ok(state.parameters())
     }
 
     pub fn rules(&self) -> Arc<RuleSet> {
@@ -388,6 +525,7 @@ impl PolicyEngine {
             mode: config.mode,
             modification_enabled: config.modification_enabled,
             guardian: config.guardian,
+            levels: config.levels.clone(),
         }
     }
 
@@ -402,6 +540,33 @@ impl PolicyEngine {
         let d = evaluate(&self.rules(), &c, req)?;
         let receipt = self.ledger.append(decision_record(req, &c, &d))?;
         Ok((d, receipt))
+    }
+
+    /// Load `dir/policy.json` as the new settings, if it differs from the
+    /// active ones. On any error the active settings stay and the rejection
+    /// is recorded.
+    pub fn reload_config(&self, dir: &Path, by: &str) -> Result<bool> {
+        let mut record = Record::new(by, "policy.reload", "ok");
+        record.subject = dir.join(CONFIG_FILE).display().to_string();
+        match PolicyConfig::load(dir) {
+            Ok(config) if config == self.config() => Ok(false),
+            Ok(config) => {
+                record.reason = format!(
+                    "policy.json reloaded: mode {}, modification_enabled {}",
+                    config.mode.as_str(),
+                    config.modification_enabled
+                );
+                self.ledger.append(record)?;
+                *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+                Ok(true)
+            }
+            Err(e) => {
+                record.decision = "rejected".into();
+                record.reason = format!("kept the active policy.json settings: {e}");
+                self.ledger.append(record)?;
+                Err(e)
+            }
+        }
     }
 
     /// Load `dir` as the new rule set. On any error the active set stays
@@ -426,9 +591,10 @@ impl PolicyEngine {
         }
     }
 
-    /// Reload `dir` whenever its `*.cedar` files change (names, sizes or
-    /// modification times), checking every `interval`, for as long as the
-    /// engine lives. A rejected set is recorded and the active one stays.
+    /// Reload `dir` whenever its `*.cedar` files or its `policy.json` change
+    /// (names, sizes or modification times), checking every `interval`, for
+    /// as long as the engine lives. A rejected set is recorded and the
+    /// active one stays.
     pub fn watch_policy_dir(
         self: &Arc<Self>,
         dir: &Path,
@@ -437,15 +603,18 @@ impl PolicyEngine {
         let weak = Arc::downgrade(self);
         let dir = dir.to_path_buf();
         std::thread::spawn(move || {
-            let mut seen = fingerprint(&dir);
+            let mut seen = (fingerprint(&dir, true), fingerprint(&dir, false));
             loop {
                 std::thread::sleep(interval);
                 let Some(engine) = weak.upgrade() else { return };
-                let now = fingerprint(&dir);
-                if now != seen {
-                    seen = now;
+                let now = (fingerprint(&dir, true), fingerprint(&dir, false));
+                if now.0 != seen.0 {
                     let _ = engine.reload(&dir, "policy:file-watch");
                 }
+                if now.1 != seen.1 {
+                    let _ = engine.reload_config(&dir, "policy:file-watch");
+                }
+                seen = now;
             }
         })
     }
@@ -462,17 +631,58 @@ impl PolicyEngine {
             for _ in signals.forever() {
                 let Some(engine) = weak.upgrade() else { return };
                 let _ = engine.reload(&dir, "policy:sighup");
+                let _ = engine.reload_config(&dir, "policy:sighup");
             }
         }))
     }
 
-    /// Change the autonomy mode (recorded).
+    /// Apply `change` to the settings: written to `policy.json` first (when
+    /// the engine has a directory), then recorded, then in force. If the
+    /// record cannot be written the old file is put back.
+    fn change_config(
+        &self,
+        by: &str,
+        subject: &str,
+        reason: String,
+        change: impl FnOnce(&mut PolicyConfig),
+    ) -> Result<PolicyConfig> {
+        let mut active = self.config.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = active.clone();
+        change(&mut next);
+        next.validate()?;
+        if let Some(dir) = &self.dir {
+            next.save(dir)?;
+        }
+        let mut record = Record::new(by, &format!("policy.{subject}"), "ok");
+        record.subject = subject.into();
+        record.reason = reason;
+        record.meta = serde_json::json!({ "kind": format!("policy.{subject}"), "persisted": self.dir.is_some() });
+        if let Err(e) = self.ledger.append(record) {
+            if let Some(dir) = &self.dir {
+                let _ = active.save(dir);
+            }
+            return Err(e.into());
+        }
+        *active = next.clone();
+        Ok(next)
+    }
+
+    /// Change the autonomy mode (kept in policy.json, recorded).
     pub fn set_mode(&self, mode: Mode, by: &str) -> Result<()> {
-        let mut record = Record::new(by, "policy.mode", "ok");
-        record.subject = "mode".into();
-        record.reason = format!("mode set to {}", mode.as_str());
-        self.ledger.append(record)?;
-        self.config.write().unwrap_or_else(|p| p.into_inner()).mode = mode;
-        Ok(())
+        self.change_config(by, "mode", format!("mode set to {}", mode.as_str()), |c| {
+            c.mode = mode
+        })
+        .map(|_| ())
+    }
+
+    /// Switch modification actions on or off (kept in policy.json, recorded).
+    pub fn set_modification(&self, enabled: bool, by: &str) -> Result<()> {
+        self.change_config(
+            by,
+            "modification",
+            format!("modification_enabled set to {enabled}"),
+            |c| c.modification_enabled = enabled,
+        )
+        .map(|_| ())
     }
 }

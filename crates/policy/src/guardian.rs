@@ -24,7 +24,6 @@ impl Default for Guardian {
 /// Why the guardian refused a step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GuardianRefusal {
-    Risk { risk: f64, max: f64 },
     Drift { drift: f64, max: f64 },
 }
 
@@ -41,31 +40,28 @@ impl Guardian {
         Ok(())
     }
 
-    /// Check a step's risk and drift (each in [0, 1] when given).
-    pub fn check(&self, risk: Option<f64>, drift: Option<f64>) -> Result<Option<GuardianRefusal>> {
-        for (field, v) in [("risk", risk), ("drift", drift)] {
-            if let Some(v) = v {
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(PolicyError::invalid(
-                        field,
-                        format!("{v} is outside [0, 1]"),
-                    ));
-                }
+    /// Check a step's drift (in [0, 1] when given): over max_drift blocks.
+    pub fn check_drift(&self, drift: Option<f64>) -> Result<Option<GuardianRefusal>> {
+        if let Some(v) = drift {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(PolicyError::invalid(
+                    "drift",
+                    format!("{v} is outside [0, 1]"),
+                ));
             }
         }
-        if let Some(r) = risk.filter(|&r| r > self.max_risk) {
-            return Ok(Some(GuardianRefusal::Risk {
-                risk: r,
-                max: self.max_risk,
-            }));
-        }
-        if let Some(d) = drift.filter(|&d| d > self.max_drift) {
-            return Ok(Some(GuardianRefusal::Drift {
+        Ok(drift
+            .filter(|&d| d > self.max_drift)
+            .map(|d| GuardianRefusal::Drift {
                 drift: d,
                 max: self.max_drift,
-            }));
-        }
-        Ok(None)
+            }))
+    }
+
+    /// A step whose risk exceeds max_risk never runs without people: it is
+    /// held for the approval quorum (and not refused again once approved).
+    pub fn needs_people(&self, risk: f64) -> bool {
+        risk > self.max_risk
     }
 }
 
@@ -74,22 +70,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_are_inclusive_and_risk_is_checked_first() {
+    fn drift_over_the_limit_blocks_and_risk_over_the_limit_needs_people() {
         let g = Guardian::default();
-        assert_eq!(g.check(Some(0.5), Some(0.35)).unwrap(), None);
+        assert_eq!(g.check_drift(Some(0.35)).unwrap(), None);
+        assert_eq!(g.check_drift(None).unwrap(), None);
         assert!(matches!(
-            g.check(Some(0.5001), None).unwrap(),
-            Some(GuardianRefusal::Risk { .. })
-        ));
-        assert!(matches!(
-            g.check(None, Some(0.3501)).unwrap(),
+            g.check_drift(Some(0.3501)).unwrap(),
             Some(GuardianRefusal::Drift { .. })
         ));
-        assert!(matches!(
-            g.check(Some(0.9), Some(0.9)).unwrap(),
-            Some(GuardianRefusal::Risk { .. })
-        ));
-        assert!(g.check(Some(1.5), None).is_err());
-        assert!(g.check(Some(f64::NAN), None).is_err());
+        assert!(g.check_drift(Some(1.5)).is_err());
+        assert!(g.check_drift(Some(f64::NAN)).is_err());
+        assert!(!g.needs_people(0.5));
+        assert!(g.needs_people(0.75));
     }
 }

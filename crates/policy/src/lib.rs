@@ -26,13 +26,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod affect;
 pub mod approvals;
 pub mod autonomy;
+mod durable;
 pub mod engine;
 pub mod error;
 pub mod guardian;
 pub mod killswitch;
 pub mod lanes;
+pub mod levels;
 pub mod replay;
 pub mod rules;
 
@@ -40,4 +43,5 @@ pub use autonomy::{Affect, Mode, Outcome, SafetyLevel};
 pub use engine::{Circumstances, Decision, DecisionRequest, PolicyConfig, PolicyEngine};
 pub use error::{PolicyError, Result};
 pub use lanes::Lane;
+pub use levels::{Assessment, Levels, Risk, RiskSource};
 pub use rules::RuleSet;

@@ -12,6 +12,7 @@ fn circumstances() -> Circumstances {
         mode: Mode::SemiAutonomous,
         modification_enabled: false,
         guardian: Default::default(),
+        levels: Default::default(),
     }
 }
 
@@ -113,20 +114,77 @@ fn experimental_lane_turns_allowed_external_actions_into_dry_runs() {
 }
 
 #[test]
-fn the_guardian_blocks_risky_or_drifting_steps_after_the_rules_allow_them() {
+fn the_guardian_holds_risky_steps_for_people_and_blocks_drifting_ones() {
     let rules = RuleSet::defaults();
     let mut req = request("brain.step", "kernel:main");
     req.risk = Some(0.51);
     let d = evaluate(&rules, &circumstances(), &req).unwrap();
     assert_eq!(
         (d.outcome, d.reason.as_str()),
-        (Outcome::Blocked, "guardian_risk")
+        (Outcome::RequiresHuman, "guardian_risk")
     );
-    assert_eq!(d.would_pass.as_deref(), Some("risk ≤ 0.5"));
+    assert_eq!(
+        d.would_pass.as_deref(),
+        Some("approver signatures (quorum), or risk ≤ 0.5")
+    );
+    assert_eq!(d.assessment.level, capsule_policy::SafetyLevel::High);
     req.risk = Some(0.5);
+    let d = evaluate(&rules, &circumstances(), &req).unwrap();
+    assert_eq!(
+        d.outcome,
+        Outcome::AutoApproved,
+        "0.5 is MEDIUM: semi_autonomous runs it"
+    );
     req.drift = Some(0.36);
     let d = evaluate(&rules, &circumstances(), &req).unwrap();
-    assert_eq!(d.reason, "guardian_drift");
+    assert_eq!(
+        (d.outcome, d.reason.as_str()),
+        (Outcome::Blocked, "guardian_drift")
+    );
+    // A blocked outcome is not turned into a wait by its risk.
+    let mut req = request("brain.step", "kernel:main");
+    req.risk = Some(0.9);
+    req.affect.safety = Some(0.1);
+    let d = evaluate(&rules, &circumstances(), &req).unwrap();
+    assert_eq!((d.outcome, d.autonomy_rule), (Outcome::Blocked, Some(3)));
+}
+
+#[test]
+fn the_table_sets_each_action_s_level_and_a_request_cannot_lower_it() {
+    let rules = RuleSet::defaults();
+    let permit = RuleSet::from_sources(&[(
+        "p.cedar".to_string(),
+        "@id(\"del\")\npermit (principal, action == Capsule::Action::\"object.delete\", resource);\n".to_string(),
+    )])
+    .unwrap();
+    let req = request(
+        "object.delete",
+        "object:BLOB_20260101_aaaaaaaaaaaaaaaaaaaaaaaaaa",
+    );
+    let d = evaluate(&permit, &circumstances(), &req).unwrap();
+    assert_eq!(
+        (d.outcome, d.assessment.risk, d.assessment.level),
+        (
+            Outcome::RequiresHuman,
+            0.75,
+            capsule_policy::SafetyLevel::High
+        )
+    );
+    let mut low = request("brain.step", "kernel:main");
+    low.level = Some(capsule_policy::SafetyLevel::Minimal);
+    let err = evaluate(&rules, &circumstances(), &low)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("level: minimal is below brain.step's level low"),
+        "{err}"
+    );
+    let mut c = circumstances();
+    c.levels = serde_json::from_str(r#"{"brain.step": "moderate"}"#).unwrap();
+    c.mode = Mode::Supervised;
+    let d = evaluate(&rules, &c, &request("brain.step", "kernel:main")).unwrap();
+    assert_eq!(d.outcome, Outcome::PendingReview);
+    assert_eq!(d.assessment.source, capsule_policy::RiskSource::PolicyJson);
 }
 
 #[test]

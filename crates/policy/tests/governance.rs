@@ -414,12 +414,18 @@ fn shadow_replay_reports_exactly_the_flipped_decisions() {
         req.args = serde_json::json!({"i": i});
         req.action = action.into();
         req.resource = resource.into();
-        req.level = SafetyLevel::ALL[(i / 5 % 5) as usize];
+        // A stated level at or above the action's own (the table is a floor).
+        let floor = capsule_policy::Levels::default()
+            .assess(action, None)
+            .unwrap()
+            .level;
+        req.level = Some(SafetyLevel::ALL[(i / 5 % 5) as usize].max(floor));
         let c = Circumstances {
             kill_switch: i % 97 == 0,
             mode: Mode::ALL[(i / 25 % 3) as usize],
             modification_enabled: false,
             guardian: Default::default(),
+            levels: Default::default(),
         };
         let d = evaluate(&rules, &c, &req).unwrap();
         // What the candidate changes: measure becomes forbidden, publish permitted.

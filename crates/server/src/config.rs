@@ -81,7 +81,7 @@ impl Default for SecuritySection {
         SecuritySection {
             kill_switch_poll_ms: 200,
             watch_policy_ms: 1000,
-            default_affect: capsule_cortex::CortexConfig::default().default_affect,
+            default_affect: capsule_policy::affect::built_in_defaults(),
         }
     }
 }

@@ -77,6 +77,12 @@ fn status(e: CortexError) -> Status {
             decision.outcome, decision.explanation
         )),
         e @ CortexError::Halted { .. } => Status::failed_precondition(e.to_string()),
+        // gRPC has no 202: a held step is a precondition (approval) not yet
+        // met; the message names the approval to sign.
+        CortexError::Held(h) => Status::failed_precondition(format!(
+            "held for approval: approval_id {} digest {} quorum {} ({}); sign it with POST /v1/approvals/{}/sign or `capsule approvals sign`",
+            h.approval_id, h.digest, h.quorum, h.decision.explanation, h.approval_id
+        )),
         e => Status::internal(e.to_string()),
     }
 }
@@ -129,6 +135,7 @@ impl BrainAi for BrainService {
                     &caller.principal(),
                     &req.global_workspace,
                     req.measure,
+                    None,
                     None,
                 )
                 .map_err(status)

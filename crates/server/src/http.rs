@@ -112,6 +112,12 @@ impl From<CortexError> for ApiError {
             } => ApiError::new(StatusCode::BAD_REQUEST, "critic_rejected", rejection.reason)
                 .field(rejection.field)
                 .with("ledger_seq", ledger_seq),
+            CortexError::Held(h) => ApiError::new(
+                StatusCode::ACCEPTED,
+                "held",
+                h.decision.explanation.clone(),
+            )
+            .with("approval_id", h.approval_id),
             CortexError::Refused {
                 decision,
                 ledger_seq,
@@ -297,7 +303,13 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/policy/mode", axum::routing::put(policy_mode))
         .route("/policy/evaluate", post(policy_evaluate))
         .route("/approvals", get(approvals))
+        .route("/approvals/{id}", get(approval_show))
         .route("/approvals/{id}/sign", post(approval_sign))
+        .route("/affect", get(affect_show).put(affect_set))
+        .route(
+            "/policy/modification",
+            axum::routing::put(policy_modification),
+        )
         .route_layer(middleware::from_fn_with_state(svc.clone(), authenticate));
     Router::new()
         .nest("/v1", v1)
@@ -344,19 +356,30 @@ async fn readyz(State(svc): Svc) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A cortex call's reply: 200 with the result, or 202 with the approval
+/// that holds the action (`{approval_id, digest, quorum, status, decision,
+/// ledger_seq}`), or the error.
+fn held_or<T: Serialize>(r: Result<T, CortexError>) -> Result<Response, ApiError> {
+    match r {
+        Ok(v) => Ok(Json(v).into_response()),
+        Err(CortexError::Held(h)) => Ok((StatusCode::ACCEPTED, Json(*h)).into_response()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn think(
     State(svc): Svc,
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<ThinkRequest>,
-) -> Result<Json<capsule_cortex::ThinkReply>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&caller, &[Role::Agent, Role::Operator])?;
     let started = Instant::now();
     let metrics = svc.metrics.clone();
-    let reply = blocking(move || Ok(svc.cortex.think(&caller.principal(), &req)?)).await;
+    let reply = blocking(move || held_or(svc.cortex.think(&caller.principal(), &req))).await;
     metrics
         .think_seconds
         .observe(started.elapsed().as_secs_f64());
-    reply.map(Json)
+    reply
 }
 
 #[derive(serde::Deserialize)]
@@ -402,6 +425,8 @@ async fn state(State(svc): Svc, Extension(_): Extension<Caller>) -> Result<Json<
         "kill_switch_armed": svc.kill.is_armed(),
         "mode": svc.policy.config().mode,
         "policy_version": svc.policy.rules().version(),
+        "modification_enabled": svc.policy.config().modification_enabled,
+        "drift": svc.cortex.drift(),
         "ledger_entries": svc.ledger.size(),
         "memory_events": svc.cortex.memory().count().map_err(ApiError::internal)?,
         "planners": svc.cortex.planner_names(),
@@ -426,21 +451,26 @@ struct StepBody {
     measure: bool,
     #[serde(default)]
     affect: Option<capsule_policy::Affect>,
+    #[serde(default)]
+    risk: Option<f64>,
 }
 
 async fn kernel_step(
     State(svc): Svc,
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<StepBody>,
-) -> Result<Json<capsule_cortex::StepReply>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&caller, &[Role::Agent, Role::Operator])?;
     blocking(move || {
-        Ok(svc
-            .cortex
-            .step(&caller.principal(), &body.gw, body.measure, body.affect)?)
+        held_or(svc.cortex.step(
+            &caller.principal(),
+            &body.gw,
+            body.measure,
+            body.affect,
+            body.risk,
+        ))
     })
     .await
-    .map(Json)
 }
 
 async fn kernel_reset(
@@ -711,6 +741,58 @@ async fn policy_mode(
     Ok(Json(json!({ "mode": mode })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModificationBody {
+    enabled: bool,
+}
+
+async fn policy_modification(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<ModificationBody>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    refuse_if_killed(&svc)?;
+    blocking(move || {
+        svc.policy
+            .set_modification(body.enabled, &caller.principal())
+            .map_err(policy_error)
+    })
+    .await?;
+    Ok(Json(json!({ "modification_enabled": body.enabled })))
+}
+
+fn affect_json(params: &[capsule_policy::affect::Parameter]) -> Value {
+    json!({ "parameters": params })
+}
+
+async fn affect_show(State(svc): Svc, Extension(_): Extension<Caller>) -> Json<Value> {
+    Json(affect_json(&svc.policy.affect()))
+}
+
+async fn affect_set(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    JsonBody(update): JsonBody<capsule_policy::Affect>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    refuse_if_killed(&svc)?;
+    if update.values().iter().all(Option::is_none) {
+        return Err(ApiError::bad_request(
+            "body",
+            "name at least one of confidence, empathy, curiosity, safety, urgency, optimism, caution",
+        ));
+    }
+    let params = blocking(move || {
+        svc.policy
+            .set_affect(&update, &caller.principal())
+            .map_err(policy_error)
+    })
+    .await?;
+    Ok(Json(affect_json(&params)))
+}
+
 async fn policy_evaluate(
     State(svc): Svc,
     Extension(caller): Extension<Caller>,
@@ -753,6 +835,21 @@ struct SignBody {
     signature: String,
 }
 
+async fn approval_show(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let a = svc.approvals().show(id).map_err(policy_error)?;
+        Ok(Json(serde_json::to_value(a).map_err(ApiError::internal)?))
+    })
+    .await
+}
+
+/// Sign; when the signature completes the quorum and the service can run
+/// the action (a held think or kernel step), it runs it now, once, and the
+/// reply carries the outcome (`released`).
 async fn approval_sign(
     State(svc): Svc,
     Extension(caller): Extension<Caller>,
@@ -767,9 +864,15 @@ async fn approval_sign(
             .approvals()
             .sign(id, &body.key, &body.signature, &keys, &svc.ledger)
             .map_err(policy_error)?;
-        Ok(Json(
-            serde_json::to_value(after).map_err(ApiError::internal)?,
-        ))
+        let mut reply = serde_json::to_value(&after).map_err(ApiError::internal)?;
+        if after.status == "approved" && svc.cortex.runs(&after) {
+            let released = svc.cortex.release(id)?;
+            svc.metrics.approvals_released.inc();
+            reply = serde_json::to_value(svc.approvals().show(id).map_err(policy_error)?)
+                .map_err(ApiError::internal)?;
+            reply["released"] = serde_json::to_value(released).map_err(ApiError::internal)?;
+        }
+        Ok(Json(reply))
     })
     .await
 }

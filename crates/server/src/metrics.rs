@@ -28,6 +28,10 @@ pub struct Metrics {
     pub ledger_append_seconds: Histogram,
     pub rate_limited: Counter,
     pub requests: Family<Labels, Counter>,
+    pub drift_ema: Family<Labels, Gauge<f64, AtomicU64>>,
+    pub drift_warnings: Family<Labels, Counter>,
+    pub approvals_released: Counter,
+    pub approvals_expired: Counter,
 }
 
 impl Metrics {
@@ -45,6 +49,10 @@ impl Metrics {
             ledger_append_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 18)),
             rate_limited: Counter::default(),
             requests: Family::default(),
+            drift_ema: Family::default(),
+            drift_warnings: Family::default(),
+            approvals_released: Counter::default(),
+            approvals_expired: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -98,6 +106,26 @@ impl Metrics {
             "HTTP API requests by route and status",
             m.requests.clone(),
         );
+        registry.register(
+            "drift_ema",
+            "per-lane EMA (alpha 0.2) of think drift, 1 - cos(intent, action)",
+            m.drift_ema.clone(),
+        );
+        registry.register(
+            "drift_warnings",
+            "thinks after which a lane's drift EMA was above 0.20",
+            m.drift_warnings.clone(),
+        );
+        registry.register(
+            "approvals_released",
+            "approved actions run by the service",
+            m.approvals_released.clone(),
+        );
+        registry.register(
+            "approvals_expired",
+            "approvals that expired before release",
+            m.approvals_expired.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -129,6 +157,15 @@ impl Observer for StepFanout {
             .decisions
             .get_or_create(&vec![("outcome".into(), outcome.into())])
             .inc();
+    }
+
+    fn drift(&self, lane: &str, drift: f64, ema: f64) {
+        let labels = vec![("lane".to_string(), lane.to_string())];
+        self.metrics.drift_ema.get_or_create(&labels).set(ema);
+        if ema > capsule_cortex::pipeline::DRIFT_WARN {
+            self.metrics.drift_warnings.get_or_create(&labels).inc();
+            tracing::warn!(lane, drift, ema, "drift EMA above 0.20");
+        }
     }
 
     fn ledger_append(&self, seconds: f64) {

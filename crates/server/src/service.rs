@@ -15,6 +15,7 @@ use capsule_ledger::{Ledger, LedgerConfig};
 use capsule_memory::vector::VectorIndex;
 use capsule_memory::EventStore;
 use capsule_models::{Embedder, HashEmbedder, LocalChat, MiniLm, MINILM_DIMS, SMOLLM2};
+use capsule_policy::affect::AffectState;
 use capsule_policy::approvals::ApprovalQueue;
 use capsule_policy::killswitch::KillSwitch;
 use capsule_policy::PolicyEngine;
@@ -44,7 +45,7 @@ pub struct Service {
     pub policy: Arc<PolicyEngine>,
     pub kill: Arc<KillSwitch>,
     pub store: Store,
-    pub approvals: Mutex<ApprovalQueue>,
+    pub approvals: Arc<Mutex<ApprovalQueue>>,
     pub auth: Authenticator,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
@@ -77,13 +78,13 @@ impl Service {
         })?;
         let kill = KillSwitch::open(&data::state(data), ledger.clone())?;
         let (rules, policy_config) = data::load_policy(data)?;
-        let policy = Arc::new(PolicyEngine::new(
-            rules,
-            policy_config,
-            kill.clone(),
-            ledger.clone(),
-        )?);
-        let approvals = ApprovalQueue::open(&data::approvals(data))?;
+        let affect = AffectState::open(&data::state(data), config.security.default_affect)?;
+        let policy = Arc::new(
+            PolicyEngine::new(rules, policy_config, kill.clone(), ledger.clone())?
+                .with_policy_dir(&data::policy(data))
+                .with_affect(affect),
+        );
+        let approvals = Arc::new(Mutex::new(ApprovalQueue::open(&data::approvals(data))?));
         let keyring_path = data::keyring(data);
         let keyring = if keyring_path.exists() {
             FileKeyring::open(&keyring_path)?
@@ -117,7 +118,6 @@ impl Service {
         let cortex = Cortex::new(
             CortexConfig {
                 default_planner: config.llm.planner.clone(),
-                default_affect: config.security.default_affect,
                 ..CortexConfig::default()
             },
             kernel,
@@ -125,6 +125,7 @@ impl Service {
             memory,
         )?
         .with_planner(Arc::new(HashPlanner))
+        .with_approvals(approvals.clone())
         .with_recall(Recall {
             embedder: embedder.clone(),
             index,
@@ -148,6 +149,12 @@ impl Service {
         );
         policy.reload_on_sighup(&data::policy(data))?;
         cortex.record_session_start("service")?;
+        // Actions a crash interrupted, or approved while the service was
+        // down, run now (once).
+        let resumed = cortex.resume_approvals()?;
+        if !resumed.is_empty() {
+            tracing::info!(?resumed, "ran approved actions at start");
+        }
 
         let svc = Arc::new(Service {
             data: data.to_path_buf(),
@@ -158,13 +165,14 @@ impl Service {
             policy,
             kill,
             store,
-            approvals: Mutex::new(approvals),
+            approvals,
             auth,
             metrics,
             steps,
             subscribers: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
         });
+        svc.expire_approvals_every(Duration::from_millis(500));
         Ok(svc)
     }
 
@@ -197,6 +205,20 @@ impl Service {
 
     pub fn approvals(&self) -> std::sync::MutexGuard<'_, ApprovalQueue> {
         self.approvals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Expire the approvals whose time is up, every `interval`, for as long
+    /// as the service lives (each expiry is recorded).
+    pub fn expire_approvals_every(self: &Arc<Self>, interval: Duration) {
+        let weak = Arc::downgrade(self);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(interval);
+            let Some(svc) = weak.upgrade() else { return };
+            let expired = svc.approvals().expire(&svc.ledger);
+            if let Ok(ids) = expired {
+                svc.metrics.approvals_expired.inc_by(ids.len() as u64);
+            }
+        });
     }
 }
 

@@ -1,0 +1,173 @@
+//! An approved action runs exactly once across crashes: `capsule up` is
+//! killed (SIGKILL) at each point between the SQLite commit of the claim
+//! and the ledger append of the release, restarted, and the ledger holds
+//! exactly one execution and one release entry.
+
+mod common;
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use capsule_ledger::keys::load_key_file;
+use capsule_ledger::{LogReader, NoteSigner};
+use capsule_policy::approvals::approval_statement;
+use common::ok;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Up {
+    child: Child,
+    http: String,
+    lines: mpsc::Receiver<String>,
+}
+
+/// `capsule up --data DATA` on free ports; `pause` sets CAPSULE_TEST_PAUSE_AT.
+fn up(data: &Path, pause: Option<&str>) -> Up {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capsule"));
+    cmd.args(["up", "--data"])
+        .arg(data)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .env("CAPSULE_MEMORY__EMBEDDER", "hash")
+        .env_remove("CAPSULE_TEST_PAUSE_AT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = pause {
+        cmd.env("CAPSULE_TEST_PAUSE_AT", p);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let http = wait_for(&lines, "http listening on ")
+        .trim_start_matches("http listening on ")
+        .to_string();
+    Up { child, http, lines }
+}
+
+fn wait_for(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no line starting {prefix:?} within 60 s"));
+        if line.contains(prefix) {
+            return line;
+        }
+    }
+}
+
+fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut req = client
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    match req.send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().unwrap_or(Value::Null))
+        }
+        // The paused service never answers.
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn crash_at(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init: Value = serde_json::from_str(&ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["init", "--json"])
+        .arg(&data)
+        .output()
+        .unwrap()))
+    .unwrap();
+    let token = init["operator_token"].as_str().unwrap().to_string();
+
+    let mut first = up(&data, Some(point));
+    let base = format!("http://{}", first.http);
+    let (status, held) = call(
+        "POST",
+        &format!("{base}/v1/kernel/step"),
+        &token,
+        Some(json!({"gw": [0.25, -0.5], "risk": 0.75})),
+    );
+    assert_eq!(status, 202, "{held}");
+    let id = held["approval_id"].as_i64().unwrap();
+    let signer = load_key_file(&data.join("keys/approver.pem"), "approver").unwrap();
+    let digest = held["digest"].as_str().unwrap().to_string();
+    let body = json!({
+        "key": signer.verifier().to_string(),
+        "signature": B64.encode(signer.sign(approval_statement(id, &digest).as_bytes())),
+    });
+    let sign_url = format!("{base}/v1/approvals/{id}/sign");
+    std::thread::spawn(move || call("POST", &sign_url, &token, Some(body)));
+    wait_for(&first.lines, &format!("paused at {point}"));
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+
+    // Restart: the interrupted release is settled (or run) once.
+    let mut second = up(&data, None);
+    let token = init["operator_token"].as_str().unwrap();
+    let (status, shown) = call(
+        "GET",
+        &format!("http://{}/v1/approvals/{id}", second.http),
+        token,
+        None,
+    );
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["status"], "released", "{point}: {shown}");
+    unsafe_free_sigterm(&mut second.child);
+    let reader = LogReader::open(&data.join("ledger")).unwrap();
+    let entries: Vec<_> = (0..reader.size())
+        .map(|s| reader.entry(s).unwrap())
+        .collect();
+    let with_id = |action: &str| {
+        entries
+            .iter()
+            .filter(|e| e.record.action == action && e.record.meta["approval_id"] == id)
+            .count()
+    };
+    assert_eq!(with_id("kernel.step"), 1, "{point}: one execution");
+    assert_eq!(with_id("approval.release"), 1, "{point}: one release entry");
+}
+
+/// Stop gracefully with SIGTERM (through the `kill` command: no unsafe here).
+fn unsafe_free_sigterm(child: &mut Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_crash_after_the_claim_commit_runs_the_action_once_after_restart() {
+    crash_at("release.claimed");
+}
+
+#[test]
+fn a_crash_after_the_ledger_append_releases_once_after_restart() {
+    crash_at("release.appended");
+}
