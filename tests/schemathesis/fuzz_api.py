@@ -98,6 +98,7 @@ def main():
         try:
             env = dict(os.environ)
             env["SCHEMATHESIS_HOOKS"] = "hooks"
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
             env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
             cmd = [
                 cli, "run", f"http://{addr}/openapi.json",
