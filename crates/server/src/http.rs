@@ -4,21 +4,22 @@
 //! `{error, field, reason}` with the status that says what to do.
 
 use crate::auth::{Caller, Role};
+pub use crate::extract::{parse_json, JsonBody};
+use crate::extract::{ApiPath, ApiQuery, OptionalJsonBody};
 use crate::openapi;
 use crate::service::{Refusal, Service};
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, on, MethodFilter, MethodRouter};
 use axum::{Extension, Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use capsule_cortex::{CortexError, ThinkRequest};
 use capsule_ledger::LedgerError;
 use capsule_policy::killswitch::OperatorSignature;
 use capsule_policy::{DecisionRequest, Mode, PolicyError};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -112,12 +113,6 @@ impl From<CortexError> for ApiError {
             } => ApiError::new(StatusCode::BAD_REQUEST, "critic_rejected", rejection.reason)
                 .field(rejection.field)
                 .with("ledger_seq", ledger_seq),
-            CortexError::Held(h) => ApiError::new(
-                StatusCode::ACCEPTED,
-                "held",
-                h.decision.explanation.clone(),
-            )
-            .with("approval_id", h.approval_id),
             CortexError::Refused {
                 decision,
                 ledger_seq,
@@ -151,6 +146,13 @@ impl From<CortexError> for ApiError {
             CortexError::Model(capsule_models::ModelError::Invalid { field, reason }) => {
                 ApiError::bad_request(field, reason)
             }
+            CortexError::Memory(capsule_memory::MemoryError::Invalid { field, reason }) => {
+                ApiError::bad_request(field, reason)
+            }
+            CortexError::Kernel(capsule_kernel::KernelError::Parameter { field, reason }) => {
+                ApiError::bad_request(field, reason)
+            }
+            CortexError::Policy(e) => policy_error(e),
             e => ApiError::internal(e),
         }
     }
@@ -168,38 +170,24 @@ fn ledger_error(e: LedgerError) -> ApiError {
     }
 }
 
+/// The reason `ApprovalQueue` gives for an id it does not hold.
+const NO_SUCH_APPROVAL: &str = "no such approval";
+
 fn policy_error(e: PolicyError) -> ApiError {
     match e {
         PolicyError::Invalid { field, reason } => ApiError::bad_request(field, reason),
+        PolicyError::Approval { id, reason } if reason == NO_SUCH_APPROVAL => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("approval {id}: {reason}"),
+        )
+        .field("id"),
         e @ (PolicyError::Approval { .. } | PolicyError::KillSwitch(_)) => {
-            ApiError::new(StatusCode::CONFLICT, "refused", e.to_string())
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
+        PolicyError::Ledger(e) => ledger_error(e),
         e => ApiError::internal(e),
     }
-}
-
-/// A JSON body, size-limited, parsed strictly; errors name the field.
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()).field("body"))?;
-        parse_json(&bytes).map(JsonBody)
-    }
-}
-
-/// Parse with the path of the failing field (`gw[3]`, `lane`).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { "body".into() } else { path };
-        ApiError::bad_request(field, e.inner().to_string())
-    })
 }
 
 fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
@@ -284,43 +272,112 @@ async fn authenticate(State(svc): Svc, mut req: Request, next: Next) -> Response
     resp
 }
 
+/// One route of the HTTP API: its method, its full path (in the OpenAPI
+/// document's form) and its handler. [`router`] serves exactly
+/// [`endpoints`], so the routes served and the routes listed are one set
+/// (a test compares that set with [`openapi::ROUTES`]).
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    handler: MethodRouter<Arc<Service>>,
+}
+
+impl Endpoint {
+    fn on<H, T>(method: &'static str, filter: MethodFilter, path: &'static str, h: H) -> Self
+    where
+        H: Handler<T, Arc<Service>>,
+        T: 'static,
+    {
+        Endpoint {
+            method,
+            path,
+            handler: on(filter, h),
+        }
+    }
+
+    fn get<H: Handler<T, Arc<Service>>, T: 'static>(path: &'static str, h: H) -> Self {
+        Self::on("get", MethodFilter::GET, path, h)
+    }
+
+    fn post<H: Handler<T, Arc<Service>>, T: 'static>(path: &'static str, h: H) -> Self {
+        Self::on("post", MethodFilter::POST, path, h)
+    }
+
+    fn put<H: Handler<T, Arc<Service>>, T: 'static>(path: &'static str, h: H) -> Self {
+        Self::on("put", MethodFilter::PUT, path, h)
+    }
+
+    fn delete<H: Handler<T, Arc<Service>>, T: 'static>(path: &'static str, h: H) -> Self {
+        Self::on("delete", MethodFilter::DELETE, path, h)
+    }
+}
+
+/// Every route the HTTP listener serves. Routes under `/v1/` need a bearer
+/// token; the others are open. A new route is one line here and one in
+/// [`openapi::ROUTES`].
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::post("/v1/think", think),
+        Endpoint::get("/v1/state", state),
+        Endpoint::post("/v1/memory/search", memory_search),
+        Endpoint::get("/v1/kernel/state", kernel_state),
+        Endpoint::post("/v1/kernel/step", kernel_step),
+        Endpoint::post("/v1/kernel/reset", kernel_reset),
+        Endpoint::get("/v1/kernel/dump", kernel_dump),
+        Endpoint::get("/v1/kill", kill_status),
+        Endpoint::post("/v1/kill", kill_arm),
+        Endpoint::delete("/v1/kill", kill_disarm),
+        Endpoint::get("/v1/audit", audit),
+        Endpoint::get("/v1/audit/checkpoint", audit_checkpoint),
+        Endpoint::get("/v1/audit/proof/{seq}", audit_proof),
+        Endpoint::get("/v1/audit/consistency/{old}/{new}", audit_consistency),
+        Endpoint::get("/v1/objects/{id}", object),
+        Endpoint::get("/v1/policy", policy),
+        Endpoint::put("/v1/policy/mode", policy_mode),
+        Endpoint::post("/v1/policy/evaluate", policy_evaluate),
+        Endpoint::get("/v1/approvals", approvals),
+        Endpoint::get("/v1/approvals/{id}", approval_show),
+        Endpoint::post("/v1/approvals/{id}/sign", approval_sign),
+        Endpoint::get("/v1/affect", affect_show),
+        Endpoint::put("/v1/affect", affect_set),
+        Endpoint::put("/v1/policy/modification", policy_modification),
+        Endpoint::get("/healthz", healthz),
+        Endpoint::get("/readyz", readyz),
+        Endpoint::get("/openapi.json", openapi_document),
+        Endpoint::get("/docs", docs),
+    ]
+}
+
 pub fn router(svc: Arc<Service>) -> Router {
-    let v1 = Router::new()
-        .route("/think", post(think))
-        .route("/state", get(state))
-        .route("/memory/search", post(memory_search))
-        .route("/kernel/state", get(kernel_state))
-        .route("/kernel/step", post(kernel_step))
-        .route("/kernel/reset", post(kernel_reset))
-        .route("/kernel/dump", get(kernel_dump))
-        .route("/kill", get(kill_status).post(kill_arm).delete(kill_disarm))
-        .route("/audit", get(audit))
-        .route("/audit/checkpoint", get(audit_checkpoint))
-        .route("/audit/proof/{seq}", get(audit_proof))
-        .route("/audit/consistency/{old}/{new}", get(audit_consistency))
-        .route("/objects/{id}", get(object))
-        .route("/policy", get(policy))
-        .route("/policy/mode", axum::routing::put(policy_mode))
-        .route("/policy/evaluate", post(policy_evaluate))
-        .route("/approvals", get(approvals))
-        .route("/approvals/{id}", get(approval_show))
-        .route("/approvals/{id}/sign", post(approval_sign))
-        .route("/affect", get(affect_show).put(affect_set))
-        .route(
-            "/policy/modification",
-            axum::routing::put(policy_modification),
-        )
+    let (v1, open): (Vec<Endpoint>, Vec<Endpoint>) = endpoints()
+        .into_iter()
+        .partition(|e| e.path.starts_with("/v1/"));
+    let add = |router: Router<Arc<Service>>, e: Endpoint| router.route(e.path, e.handler);
+    let v1 = v1
+        .into_iter()
+        .fold(Router::new(), add)
         .route_layer(middleware::from_fn_with_state(svc.clone(), authenticate));
-    Router::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .route("/docs", get(|| async { Html(openapi::DOCS_PAGE) }))
+    open.into_iter()
+        .fold(Router::new(), add)
+        .merge(v1)
+        .fallback(crate::extract::not_found)
+        .layer(middleware::from_fn(crate::extract::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(
             svc.config.limits.max_body_bytes,
         ))
         .with_state(svc)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn openapi_document() -> Json<Value> {
+    Json(openapi::document())
+}
+
+async fn docs() -> Html<&'static str> {
+    Html(openapi::DOCS_PAGE)
 }
 
 /// The metrics listener's router (kept apart so it can stay on loopback).
@@ -516,14 +573,10 @@ fn default_arm_reason() -> String {
 async fn kill_arm(
     State(svc): Svc,
     Extension(caller): Extension<Caller>,
-    body: Bytes,
+    OptionalJsonBody(body): OptionalJsonBody<ArmBody>,
 ) -> Result<Json<Value>, ApiError> {
     require(&caller, &[Role::Operator])?;
-    let reason = if body.is_empty() {
-        default_arm_reason()
-    } else {
-        parse_json::<ArmBody>(&body)?.reason
-    };
+    let reason = body.map_or_else(default_arm_reason, |b| b.reason);
     let st = blocking(move || {
         svc.kill
             .arm(&caller.principal(), &reason)
@@ -579,9 +632,8 @@ struct AuditQuery {
 async fn audit(
     State(svc): Svc,
     Extension(_): Extension<Caller>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
     let max = svc.config.limits.audit_page_max;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > max {
@@ -627,11 +679,20 @@ struct ProofQuery {
 async fn audit_proof(
     State(svc): Svc,
     Extension(_): Extension<Caller>,
-    Path(seq): Path<u64>,
-    Query(q): Query<ProofQuery>,
+    ApiPath(seq): ApiPath<u64>,
+    ApiQuery(q): ApiQuery<ProofQuery>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let size = q.size.unwrap_or_else(|| svc.ledger.size());
+        let current = svc.ledger.size();
+        let size = q.size.unwrap_or(current);
+        if size <= current && seq >= size {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("entry {seq} is not in the tree of size {size}"),
+            )
+            .field("seq"));
+        }
         let p = svc
             .ledger
             .inclusion_proof(seq, size)
@@ -650,15 +711,23 @@ async fn audit_proof(
 async fn audit_consistency(
     State(svc): Svc,
     Extension(_): Extension<Caller>,
-    Path((old, new)): Path<(u64, u64)>,
+    ApiPath((old, new)): ApiPath<(u64, u64)>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let proof = svc
-            .ledger
-            .consistency_proof(old, new)
-            .map_err(ledger_error)?;
-        let old_root = svc.ledger.root(old).map_err(ledger_error)?;
-        let new_root = svc.ledger.root(new).map_err(ledger_error)?;
+        // The ledger names its arguments old_size and "new size"; the
+        // caller wrote them as the path parameters old and new.
+        let at_params = |e: LedgerError| {
+            let mut e = ledger_error(e);
+            e.field = match e.field.as_deref() {
+                Some("old_size") => Some("old".into()),
+                Some("new size" | "size") => Some("new".into()),
+                _ => e.field,
+            };
+            e
+        };
+        let proof = svc.ledger.consistency_proof(old, new).map_err(at_params)?;
+        let old_root = svc.ledger.root(old).map_err(at_params)?;
+        let new_root = svc.ledger.root(new).map_err(at_params)?;
         Ok(Json(json!({
             "old_size": old,
             "new_size": new,
@@ -673,7 +742,7 @@ async fn audit_consistency(
 async fn object(
     State(svc): Svc,
     Extension(_): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id: capsule_store::ObjectId = id
         .parse()
@@ -697,7 +766,11 @@ async fn object(
 fn store_error(e: capsule_store::StoreError) -> ApiError {
     use capsule_store::StoreError as E;
     match e {
-        e @ E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        E::Invalid { field, reason } => ApiError::bad_request(field, reason),
+        e @ E::NotFound { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()).field("id")
+        }
+        E::Ledger(e) => ledger_error(e),
         e => ApiError::internal(e),
     }
 }
@@ -803,6 +876,9 @@ async fn policy_evaluate(
     Ok(Json(json!({ "decision": decision, "recorded": false })))
 }
 
+/// The states an approval can be in (the `status` query of `/v1/approvals`).
+const APPROVAL_STATUSES: [&str; 4] = ["pending", "approved", "released", "void"];
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApprovalsQuery {
@@ -813,16 +889,27 @@ struct ApprovalsQuery {
 async fn approvals(
     State(svc): Svc,
     Extension(_): Extension<Caller>,
-    Query(q): Query<ApprovalsQuery>,
+    ApiQuery(q): ApiQuery<ApprovalsQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        None => Some("pending"),
+        Some("all") => None,
+        Some(s) => APPROVAL_STATUSES.iter().copied().find(|known| *known == s),
+    };
+    let status = match (status, q.status) {
+        (None, Some(other)) if other != "all" => {
+            return Err(ApiError::bad_request(
+                "status",
+                format!(
+                    "{other:?} is not one of {}, all",
+                    APPROVAL_STATUSES.join(", ")
+                ),
+            ))
+        }
+        (status, _) => status,
+    };
     blocking(move || {
-        let list = svc
-            .approvals()
-            .list(match q.status.as_deref() {
-                Some("all") => None,
-                other => Some(other.unwrap_or("pending")),
-            })
-            .map_err(policy_error)?;
+        let list = svc.approvals().list(status).map_err(policy_error)?;
         Ok(Json(json!({ "approvals": list })))
     })
     .await
@@ -838,7 +925,7 @@ struct SignBody {
 async fn approval_show(
     State(svc): Svc,
     Extension(_): Extension<Caller>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let a = svc.approvals().show(id).map_err(policy_error)?;
@@ -853,7 +940,7 @@ async fn approval_show(
 async fn approval_sign(
     State(svc): Svc,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     JsonBody(body): JsonBody<SignBody>,
 ) -> Result<Json<Value>, ApiError> {
     require(&caller, &[Role::Approver, Role::Operator])?;

@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod config;
 pub mod data;
+pub mod extract;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
