@@ -32,12 +32,13 @@
 //!   the one measure implies and the rationale the fixed
 //!   [`DIRECT_STEP_RATIONALE`].
 //!
-//! For every step, when the entry just before it is the policy decision
-//! that allowed it (as the pipeline records it), the decision's action,
-//! `gw_digest` and `measure` must be those of the recorded plan: an
-//! independent record of what was authorised. The kernel result (step,
-//! time, observables, the measured state and the state digest) is then
-//! compared field by field (`result.state_digest`).
+//! For every step, when the entry just before it is a policy decision by
+//! the same actor on the same resource (the pipeline records the allowing
+//! decision there), the decision's action, `gw_digest` and `measure` must
+//! be those of the recorded plan: an independent record of what was
+//! authorised, and the one check of a model gw's values. The kernel
+//! result (step, time, observables, the measured state and the state
+//! digest) is then compared field by field (`result.state_digest`).
 //!
 //! Mismatches name the entry's seq and the field; after the first
 //! difference in kernel state, later states follow the replayed kernel,
@@ -269,7 +270,7 @@ pub fn replay(
                     (plan, "reparsed")
                 };
                 if let Some(d) = previous.as_ref().filter(|d| d.seq + 1 == seq) {
-                    check_decision(d, &m.plan, &mut out);
+                    check_decision(d, &e, &m.plan, &mut out);
                 }
                 match kernel.step(&plan.gw, plan.measure) {
                     Ok(o) => {
@@ -397,7 +398,12 @@ fn caller_of(m: &StepMeta, hash_rationale: bool) -> CallerInputs {
 /// field compared with the recorded plan.
 fn replay_hash_plan(m: &StepMeta, workspace_dim: usize, out: &mut Diff) -> Result<Plan, String> {
     let Some(text) = m.text.as_deref() else {
-        return Err("cortex.think record has no text; a hash plan is recomputed from it".into());
+        out.push(
+            "text",
+            "null".into(),
+            "the text a hash plan is recomputed from".into(),
+        );
+        return Ok(m.plan.clone());
     };
     if let Some(model) = &m.model {
         out.push(
@@ -518,7 +524,9 @@ fn check_projection(gw: &[f64], workspace_dim: usize, out: &mut Diff) {
         return;
     }
     let norm = gw.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if !((norm - 1.0).abs() <= UNIT_NORM_TOLERANCE) {
+    // Written so that a NaN norm is not unit.
+    let unit = (norm - 1.0).abs() <= UNIT_NORM_TOLERANCE;
+    if !unit {
         out.push(
             "plan.gw",
             format!("norm {norm}"),
@@ -528,22 +536,22 @@ fn check_projection(gw: &[f64], workspace_dim: usize, out: &mut Diff) {
 }
 
 /// The policy decision recorded just before a step names the action, the
-/// gw digest and the measure it allowed; they must be the plan's.
-/// Entries that are not such a decision are not compared.
-fn check_decision(d: &AuditEntry, plan: &Plan, out: &mut Diff) {
+/// gw digest and the measure it allowed; they must be the plan's. An
+/// entry that is not a decision by the step's actor on the step's
+/// resource is not compared.
+fn check_decision(d: &AuditEntry, step: &AuditEntry, plan: &Plan, out: &mut Diff) {
     let meta = &d.record.meta;
-    if meta.get("kind").and_then(|k| k.as_str()) != Some("policy.decision") {
+    if meta.get("kind").and_then(|k| k.as_str()) != Some("policy.decision")
+        || d.record.actor != step.record.actor
+        || d.record.subject != step.record.subject
+    {
         return;
     }
     let request = &meta["request"];
     let decided = |by: String| format!("{by} (the decision at seq {})", d.seq);
     if let Some(action) = request["action"].as_str() {
         if action != plan.op.as_str() {
-            out.push(
-                "plan.op",
-                json_text(&plan.op),
-                decided(json_text(&action)),
-            );
+            out.push("plan.op", json_text(&plan.op), decided(json_text(&action)));
         }
     }
     let args = &request["args"];

@@ -110,7 +110,12 @@ fn record(dir: &Path) -> Session {
         )
         .unwrap();
     let direct_step = c
-        .step("agent:a", &[0.25, 0.25, -0.25, 0.5, 0.0, 0.1, 0.0, 0.0], false, None)
+        .step(
+            "agent:a",
+            &[0.25, 0.25, -0.25, 0.5, 0.0, 0.1, 0.0, 0.0],
+            false,
+            None,
+        )
         .unwrap();
     c.reset("operator:o").unwrap();
     c.think("agent:a", &think("after the reset")).unwrap();
@@ -170,7 +175,10 @@ fn a_changed_gw_value_in_a_hash_plan_is_named_by_entry_and_index() {
     let found = mismatches(&report);
     assert_eq!(
         found[0].to_string(),
-        format!("seq {}: plan.gw[3]: recorded 0.25, replayed {original}", s.hash_think)
+        format!(
+            "seq {}: plan.gw[3]: recorded 0.25, replayed {original}",
+            s.hash_think
+        )
     );
     // The replay steps under the recomputed plan, so only that entry differs.
     assert!(found.iter().all(|m| m.seq == s.hash_think), "{found:#?}");
@@ -260,7 +268,10 @@ fn a_model_reply_that_no_longer_parses_is_named() {
     let report = replay_all(&copy);
     let found = mismatches(&report);
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!((found[0].seq, found[0].field.as_str()), (s.model_think, "model.reply"));
+    assert_eq!(
+        (found[0].seq, found[0].field.as_str()),
+        (s.model_think, "model.reply")
+    );
     assert!(found[0].replayed.contains("not JSON"), "{}", found[0]);
 }
 
