@@ -83,44 +83,59 @@ pub struct ReplayArgs {
     json: bool,
 }
 
-/// Re-run a recorded session without any model; exit 1 when a plan or a
-/// kernel state differs from the record.
+/// Re-run a recorded session without any model; exit 1 when any plan
+/// field or kernel state differs from the record, each difference named by
+/// entry and field.
 pub fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     let data = data::data_dir(args.data.as_deref());
     let log = LogReader::open(&data::ledger(&data))
         .with_context(|| format!("opening the ledger of {}", data.display()))?;
-    let report = replay(log.size(), args.from, |seq| log.entry(seq))?;
+    let report = replay(log.size(), args.from, |seq| log.entry(seq))
+        .with_context(|| format!("replaying the ledger of {}", data.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        value["matches"] = json!(report.matches());
+        value["mismatches"] = json!(report
+            .mismatches()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>());
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "session from entry {}: {} operations replayed from entry {} ({} before it to reach its state), {} model replies re-checked, no model called",
+            "session from entry {}: {} operations replayed from entry {} ({} before it to reach its state); {} hash plans recomputed from their text, {} model replies re-parsed, no model called",
             report.session_seq,
             report.steps.len(),
             args.from,
             report.warmup,
+            report.plans_recomputed,
             report.model_replies
         );
         for s in &report.steps {
-            let verdict = if s.mismatches.is_empty() {
-                "same".to_string()
-            } else {
-                format!("DIFFERS: {}", s.mismatches.join("; "))
+            let verdict = match s.mismatches.len() {
+                0 => "same".to_string(),
+                n => format!("DIFFERS in {n} field{}", if n == 1 { "" } else { "s" }),
             };
             println!(
-                "  entry {:>6}  {:<12} step {:>5}  state {}…  {verdict}",
+                "  entry {:>6}  {:<12} plan {:<10} step {:>5}  state {}…  {verdict}",
                 s.seq,
                 s.action,
+                s.plan_check,
                 s.step,
                 &s.state_digest[..16.min(s.state_digest.len())]
             );
+            for m in &s.mismatches {
+                println!("    {m}");
+            }
         }
         println!(
             "{}",
             if report.matches() {
-                "replay matches the record: same plans, same kernel states"
+                "replay matches the record: same plans, same kernel states".to_string()
             } else {
-                "replay DIFFERS from the record"
+                format!(
+                    "replay DIFFERS from the record in {} fields",
+                    report.mismatches().count()
+                )
             }
         );
     }

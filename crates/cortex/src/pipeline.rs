@@ -34,6 +34,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+/// The rationale of every direct kernel step's plan (replay checks it).
+pub const DIRECT_STEP_RATIONALE: &str = "direct kernel step";
+
 /// Longest think text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 8 * 1024;
 
@@ -398,6 +401,8 @@ struct ThinkContext<'a> {
     planner: &'a str,
     lane: Lane,
     model: Option<ModelOutput>,
+    /// What the caller supplied itself; the plan depends on it.
+    caller: crate::replay::CallerInputs,
     /// The text's embedding, stored in the vector index with the event.
     vector: Option<Vec<f32>>,
 }
@@ -621,6 +626,10 @@ impl Cortex {
             planner: planner.name(),
             lane,
             model,
+            caller: crate::replay::CallerInputs {
+                gw_given: req.gw.is_some(),
+                measure: req.measure,
+            },
             vector,
         };
         let glyph = ctx.glyph.clone();
@@ -722,7 +731,7 @@ impl Cortex {
             op: Op::for_measure(measure),
             gw: gw.to_vec(),
             measure,
-            rationale: "direct kernel step".into(),
+            rationale: DIRECT_STEP_RATIONALE.into(),
         };
         self.check(principal, &plan)?;
         let asked = Asked { affect, risk };
@@ -1105,6 +1114,7 @@ impl Cortex {
             "planner": think.as_ref().map(|c| c.planner),
             "model": think.as_ref().map(|c| &c.model),
             "text": think.as_ref().map(|c| c.text),
+            "caller": think.as_ref().map(|c| c.caller),
             "glyph": think.as_ref().map(|c| &c.glyph),
             "event_id": event.as_ref().map(|e| e.id),
             "result": result,
