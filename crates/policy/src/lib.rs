@@ -33,6 +33,7 @@ pub mod error;
 pub mod guardian;
 pub mod killswitch;
 pub mod lanes;
+pub mod redecide;
 pub mod replay;
 pub mod rules;
 
