@@ -1,8 +1,11 @@
 //! `capsule store …`: put, get, stat, verify, quarantine list, keyring add.
 
 use anyhow::{bail, Context, Result};
+use capsule_policy::approvals::ApprovalQueue;
+use capsule_policy::killswitch::KillSwitch;
+use capsule_policy::PolicyEngine;
 use capsule_server::data as data_dir;
-use capsule_store::{FileKeyring, Kind, ObjectId, Store};
+use capsule_store::{DeleteAuthority, FileKeyring, HeldApproval, Kind, ObjectId, Store};
 use clap::{Args, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,13 +46,16 @@ enum StoreCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Delete an object, on a recorded policy decision allowing object.delete on object:ID
-    /// (see `capsule policy eval --record`).
+    /// Delete an object, on a decision the policy engine recorded for object.delete on
+    /// object:ID (see `capsule policy eval --record`); it is re-decided first.
     Delete {
         id: String,
         /// The decision's ledger sequence number.
         #[arg(long)]
         decision: u64,
+        /// For a decision that waits for approval: the approved approval (`capsule approvals list --all`).
+        #[arg(long)]
+        approval: Option<i64>,
     },
     /// Quarantined cubes.
     Quarantine {
@@ -80,6 +86,38 @@ fn open_store(data: &Path) -> Result<Store> {
         Arc::new(keyring(data)?),
         ledger,
     )?)
+}
+
+/// Delete `id` on the decision at ledger entry `decision_seq`, re-decided by
+/// the data directory's policy engine (its rules, settings and kill switch).
+fn delete(data: &Path, id: &ObjectId, decision_seq: u64, approval: Option<i64>) -> Result<()> {
+    let ledger = data_dir::open_ledger(data)?;
+    let store = Store::open(
+        &data_dir::store(data),
+        Arc::new(keyring(data)?),
+        ledger.clone(),
+    )?;
+    let (rules, config) = data_dir::load_policy(data)?;
+    let kill = KillSwitch::open(&data_dir::state(data), ledger.clone())?;
+    let engine = PolicyEngine::new(rules, config, kill, ledger.clone())?;
+    let mut queue = match approval {
+        Some(_) => Some(ApprovalQueue::open(&data_dir::approvals(data))?),
+        None => None,
+    };
+    let held = queue
+        .as_mut()
+        .zip(approval)
+        .map(|(queue, id)| HeldApproval { queue, id });
+    store.delete(
+        id,
+        DeleteAuthority {
+            engine: &engine,
+            decision_seq,
+            approval: held,
+        },
+    )?;
+    ledger.close()?;
+    Ok(())
 }
 
 pub fn run(args: StoreArgs) -> Result<ExitCode> {
@@ -141,8 +179,13 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
                 }
             }
         }
-        StoreCommand::Delete { id, decision } => {
-            store()?.delete(&id.parse()?, decision)?;
+        StoreCommand::Delete {
+            id,
+            decision,
+            approval,
+        } => {
+            let id: ObjectId = id.parse()?;
+            delete(&data, &id, decision, approval)?;
             println!("deleted {id}");
         }
         StoreCommand::Quarantine { json, .. } => {

@@ -56,6 +56,7 @@ fn recorded(root: &Path) -> (PathBuf, u64) {
             &[0.5, 0.5, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0],
             true,
             None,
+            None,
         )
         .expect("step");
     svc.cortex.think("agent:a", &think("third")).expect("think");

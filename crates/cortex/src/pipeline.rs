@@ -822,6 +822,7 @@ impl Cortex {
                     "text": think.as_ref().map(|c| c.text),
                     "planner": think.as_ref().map(|c| c.planner),
                     "model": think.as_ref().map(|c| &c.model),
+                    "caller": think.as_ref().map(|c| c.caller),
                 });
                 return Err(self.hold(queue, &request, &decision, summary, decision_entry, args));
             }
@@ -925,6 +926,10 @@ impl Cortex {
                 planner: held.planner.as_deref().unwrap_or("hash"),
                 lane: held.lane,
                 model: held.model.clone(),
+                caller: held.caller.unwrap_or(crate::replay::CallerInputs {
+                    gw_given: false,
+                    measure: None,
+                }),
                 vector: match &self.recall {
                     Some(r) if !text.trim().is_empty() => Some(r.embedder.embed_one(text)?),
                     _ => None,
@@ -1274,6 +1279,7 @@ struct HeldArgs {
     text: Option<String>,
     planner: Option<String>,
     model: Option<ModelOutput>,
+    caller: Option<crate::replay::CallerInputs>,
 }
 
 impl HeldArgs {
@@ -1288,6 +1294,7 @@ impl HeldArgs {
             text: Option<String>,
             planner: Option<String>,
             model: Option<ModelOutput>,
+            caller: Option<crate::replay::CallerInputs>,
         }
         let invalid = |reason: String| CortexError::Invalid {
             field: format!("approval/{}", a.id),
@@ -1312,6 +1319,7 @@ impl HeldArgs {
             text: args.text,
             planner: args.planner,
             model: args.model,
+            caller: args.caller,
         })
     }
 }

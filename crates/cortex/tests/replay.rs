@@ -115,6 +115,7 @@ fn record(dir: &Path) -> Session {
             &[0.25, 0.25, -0.25, 0.5, 0.0, 0.1, 0.0, 0.0],
             false,
             None,
+            None,
         )
         .unwrap();
     c.reset("operator:o").unwrap();

@@ -36,6 +36,7 @@ pub mod guardian;
 pub mod killswitch;
 pub mod lanes;
 pub mod levels;
+pub mod redecide;
 pub mod replay;
 pub mod rules;
 

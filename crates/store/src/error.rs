@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The audit ledger refused or failed.
     #[error("ledger: {0}")]
     Ledger(#[from] capsule_ledger::LedgerError),
+    /// The policy engine or the approval queue refused or failed.
+    #[error("policy: {0}")]
+    Policy(#[from] capsule_policy::PolicyError),
 }
 
 impl StoreError {

@@ -6,22 +6,28 @@
 //! ([`Store`], S2); the signed, MAC'd 1 MiB cube format with its byte
 //! layout ([`cube`], S3); keys and encryption at rest behind
 //! [`KeyProvider`] ([`keyring`], S4); quarantine with a ledger entry (S5);
-//! the ID-only wire envelope ([`Envelope`], S6).
+//! the ID-only wire envelope ([`Envelope`], S6); deletion on a policy
+//! decision ([`Store::delete`]).
 //!
 //! **Must never:** return a byte it has not verified; serve a quarantined
 //! cube; write plaintext of an encrypted namespace to disk; accept an ID it
-//! cannot parse back to itself; put a payload in an envelope; know about
-//! HTTP.
+//! cannot parse back to itself; put a payload in an envelope; delete an
+//! object on a ledger entry that the policy engine does not re-decide
+//! identically now, while the kill switch is armed, or on a decision
+//! already used; know about HTTP.
 //!
 //! **Invariants:** an object's identity is its content hash; the same
 //! content has the same hash on any day and is stored once per namespace;
 //! `parse(format(id)) == id`; every cube is bound to its object, position
-//! and namespace by its signed header.
+//! and namespace by its signed header; each deletion is a ledger entry
+//! naming the decision it used, and a refused deletion changes nothing.
 //!
 //! The cube format is written here (no crate offers this layout); it uses
 //! `hmac`/`sha2` for vertex MACs, the ledger's RFC 6962 Merkle code for the
 //! root, `ed25519-dalek` for signatures, `chacha20poly1305` for
-//! XChaCha20-Poly1305, `blake3` for content hashes.
+//! XChaCha20-Poly1305, `blake3` for content hashes. Deletion depends on the
+//! policy crate: its engine re-decides the decision a deletion stands on,
+//! and its approval queue releases a held one.
 //!
 //! # On-disk layout of a cube
 //!
@@ -65,4 +71,4 @@ pub use envelope::Envelope;
 pub use error::{Result, StoreError};
 pub use id::{ContentHash, Day, ObjectId};
 pub use keyring::{FileKeyring, KeyProvider};
-pub use store::{Kind, ObjectInfo, Store};
+pub use store::{DeleteAuthority, HeldApproval, Kind, ObjectInfo, Store};

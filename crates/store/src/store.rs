@@ -14,15 +14,18 @@
 //! every cube it touches before returning a byte; a cube that fails is moved
 //! to quarantine, the object is marked quarantined and never served again
 //! (until identical content is put anew), and the event is a ledger entry.
-//! Deletion happens only on a recorded policy decision (see
-//! [`Store::delete`]).
+//! Deletion happens only on a decision the policy engine made, re-decided
+//! before it is acted on, each decision once (see [`Store::delete`]).
 
 use crate::cube::{self, capacity, CubeError, Expected, VERTEX_BYTES};
 use crate::error::{Result, StoreError};
 use crate::id::{check_namespace, ContentHash, Day, ObjectId};
 use crate::keyring::KeyProvider;
 use capsule_ledger::{Ledger, Record};
-use rusqlite::{params, Connection, OptionalExtension};
+use capsule_policy::approvals::{ApprovalQueue, ApprovalRequest};
+use capsule_policy::redecide::redecide;
+use capsule_policy::PolicyEngine;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -97,6 +100,25 @@ pub struct Quarantined {
     pub cube: u32,
     pub path: String,
     pub reason: String,
+}
+
+/// What a deletion stands on: a decision the policy engine made and, for
+/// a decision that waits for approval, the approval that releases it.
+pub struct DeleteAuthority<'a> {
+    /// The engine the decision must re-decide under (its active rules, its
+    /// present circumstances and kill switch); it must record to the
+    /// store's ledger.
+    pub engine: &'a PolicyEngine,
+    /// The ledger sequence number of the decision.
+    pub decision_seq: u64,
+    /// For a held decision: the approval that covers its request.
+    pub approval: Option<HeldApproval<'a>>,
+}
+
+/// An approval in the queue, presented to release a held decision.
+pub struct HeldApproval<'a> {
+    pub queue: &'a mut ApprovalQueue,
+    pub id: i64,
 }
 
 pub struct Store {
@@ -570,51 +592,124 @@ impl Store {
         Ok(span[from - span_start..to - span_start].to_vec())
     }
 
-    /// Delete an object on the strength of a policy decision recorded in the
-    /// ledger at `decision_seq`: it must be a `policy.decision` allowing
-    /// (`approved` or `auto_approved`) action `object.delete` on resource
-    /// `object:<this object's ID>`, and each decision deletes once.
-    pub fn delete(&self, id: &ObjectId, decision_seq: u64) -> Result<()> {
-        let entry = self.ledger.entry(decision_seq)?;
+    /// Delete an object on the strength of a decision the policy engine
+    /// made. The ledger entry at `authority.decision_seq` must re-decide
+    /// identically under the engine's active rules and present
+    /// circumstances ([`capsule_policy::redecide`]), so an entry appended by
+    /// anything but the engine is refused; it must decide `object.delete`
+    /// on `object:<this object's ID>`; the kill switch must not be armed
+    /// now; and each decision deletes once. A decision that allows goes
+    /// ahead; one that waits (`pending_review`, `requires_human`) needs an
+    /// approval from the queue that is approved and covers exactly the
+    /// recorded request, and releases it (exactly once). A refusal names
+    /// its reason and changes nothing.
+    pub fn delete(&self, id: &ObjectId, authority: DeleteAuthority<'_>) -> Result<()> {
+        let DeleteAuthority {
+            engine,
+            decision_seq,
+            approval,
+        } = authority;
         let refuse = |reason: String| {
             StoreError::invalid("decision", format!("ledger entry {decision_seq}: {reason}"))
         };
-        let r = &entry.record;
-        if r.meta.get("kind").and_then(|k| k.as_str()) != Some("policy.decision") {
-            return Err(refuse("is not a policy decision".into()));
+        if !Arc::ptr_eq(engine.ledger(), &self.ledger) {
+            return Err(StoreError::invalid(
+                "engine",
+                "the policy engine records to another ledger than the store",
+            ));
         }
-        if r.action != "object.delete" {
-            return Err(refuse(format!("decides {:?}, not object.delete", r.action)));
+        if engine.kill_switch().is_armed() {
+            return Err(refuse(
+                "not acted on: the kill switch is armed (an operator must disarm it)".into(),
+            ));
         }
-        let named: Option<ObjectId> = r
-            .subject
+        let size = self.ledger.size();
+        if decision_seq >= size {
+            return Err(refuse(format!("no such entry (the ledger holds {size})")));
+        }
+        let entry = self.ledger.entry(decision_seq)?;
+        let redecided = redecide(&engine.rules(), &engine.circumstances(), &entry.record)
+            .map_err(|m| refuse(m.to_string()))?;
+        let (request, decision) = (&redecided.request, &redecided.decision);
+        if request.action != "object.delete" {
+            return Err(refuse(format!(
+                "decides {:?}, not object.delete",
+                request.action
+            )));
+        }
+        let named: Option<ObjectId> = request
+            .resource
             .strip_prefix("object:")
             .and_then(|t| t.parse().ok());
         if !named.is_some_and(|n| n.same_object(id)) {
-            return Err(refuse(format!("is about {:?}, not object:{id}", r.subject)));
+            return Err(refuse(format!(
+                "is about {:?}, not object:{id}",
+                request.resource
+            )));
         }
-        if r.decision != "approved" && r.decision != "auto_approved" {
-            return Err(refuse(format!("was {:?}, not an approval", r.decision)));
-        }
+        let outcome = decision.outcome;
+        let release = match (outcome.allows(), outcome.needs_approval(), approval) {
+            (true, _, None) => None,
+            (true, _, Some(held)) => {
+                return Err(StoreError::invalid(
+                    "approval",
+                    format!(
+                        "approval {}: ledger entry {decision_seq} was {} and needs no approval",
+                        held.id,
+                        outcome.as_str()
+                    ),
+                ))
+            }
+            (false, true, Some(held)) => Some(held),
+            (false, true, None) => {
+                return Err(refuse(format!(
+                    "was {}: the delete waits for an approved approval from the queue",
+                    outcome.as_str()
+                )))
+            }
+            (false, false, _) => {
+                return Err(refuse(format!(
+                    "was {}, not an approval ({})",
+                    outcome.as_str(),
+                    decision.explanation
+                )))
+            }
+        };
         let info = self.stat(id)?;
-        let used: Option<i64> = self
-            .db()
-            .query_row(
-                "SELECT decision_seq FROM deletions WHERE decision_seq = ?1",
-                [decision_seq as i64],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if used.is_some() {
-            return Err(refuse("was already used for a deletion".into()));
-        }
-        let mut record = Record::new(&r.actor, "store.delete", "deleted");
-        record.subject = id.to_string();
-        record.reason = format!("policy decision at ledger entry {decision_seq}");
-        self.ledger.append(record)?;
         {
             let mut db = self.db();
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let used: Option<i64> = tx
+                .query_row(
+                    "SELECT decision_seq FROM deletions WHERE decision_seq = ?1",
+                    [decision_seq as i64],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if used.is_some() {
+                return Err(refuse("was already used for a deletion".into()));
+            }
+            let mut record = Record::new(&request.principal, "store.delete", "deleted");
+            record.subject = id.to_string();
+            record.reason = format!("policy decision at ledger entry {decision_seq}");
+            record.meta = serde_json::json!({ "decision_seq": decision_seq });
+            // The approval is released last among the checks: once released,
+            // it is spent, so nothing that can refuse may follow it.
+            if let Some(held) = release {
+                let presented = ApprovalRequest {
+                    action: request.action.clone(),
+                    actor: request.principal.clone(),
+                    resource: request.resource.clone(),
+                    args: request.args.clone(),
+                    policy_version: decision.policy_version.clone(),
+                };
+                held.queue.release(held.id, &presented, &self.ledger)?;
+                record
+                    .reason
+                    .push_str(&format!(", released by approval {}", held.id));
+                record.meta["approval_id"] = serde_json::json!(held.id);
+            }
+            self.ledger.append(record)?;
             tx.execute(
                 "DELETE FROM objects WHERE namespace = ?1 AND hash = ?2",
                 params![id.namespace(), id.hash().to_string()],

@@ -1,5 +1,6 @@
 //! The store end to end: round trips at every size boundary, range reads,
 //! dedup, tamper → quarantine → ledger, encryption at rest and wrong keys.
+//! Deletion is tested in `delete.rs`.
 
 use capsule_ledger::{Ledger, LedgerConfig};
 use capsule_store::{Day, FileKeyring, Kind, ObjectId, Store, StoreError};
@@ -126,47 +127,6 @@ fn identical_content_is_stored_once_and_found_by_hash_on_any_day() {
             .get(&ObjectId::for_content("spec", Day::today(), b"nope").unwrap()),
         Err(StoreError::NotFound(_))
     ));
-}
-
-#[test]
-fn delete_needs_an_allowing_policy_decision_for_that_object_and_uses_it_once() {
-    let f = fixture();
-    let id = f.store.put("plain", Kind::Blob, b"to be deleted").unwrap();
-    let keep = f.store.put("plain", Kind::Blob, b"to be kept").unwrap();
-    let decision = |action: &str, subject: String, outcome: &str| {
-        let mut r = capsule_ledger::Record::new("operator:ops", action, outcome);
-        r.subject = subject;
-        r.meta = serde_json::json!({"kind": "policy.decision"});
-        f.ledger.append(r).unwrap().seq
-    };
-    let denied = decision("object.delete", format!("object:{id}"), "blocked");
-    assert!(f
-        .store
-        .delete(&id, denied)
-        .unwrap_err()
-        .to_string()
-        .contains("not an approval"));
-    let other = decision("object.delete", format!("object:{keep}"), "auto_approved");
-    assert!(f
-        .store
-        .delete(&id, other)
-        .unwrap_err()
-        .to_string()
-        .contains("not object:"));
-    let wrong_action = decision("fs.write", format!("object:{id}"), "auto_approved");
-    assert!(f.store.delete(&id, wrong_action).is_err());
-    let ok = decision("object.delete", format!("object:{id}"), "approved");
-    f.store.delete(&id, ok).unwrap();
-    assert!(matches!(f.store.get(&id), Err(StoreError::NotFound(_))));
-    assert_eq!(f.store.get(&keep).unwrap(), b"to be kept");
-    f.store.put("plain", Kind::Blob, b"to be deleted").unwrap();
-    assert!(f
-        .store
-        .delete(&id, ok)
-        .unwrap_err()
-        .to_string()
-        .contains("already used"));
-    assert_eq!(cube_files(&f.dir).len(), 2);
 }
 
 fn ledger_quarantines(ledger: &Ledger) -> usize {
