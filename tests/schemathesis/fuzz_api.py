@@ -108,7 +108,11 @@ def main():
                 "--phases", "examples,coverage,fuzzing",
                 "--max-examples", examples,
                 "--seed", seed,
-                "--workers", "2",
+                # One worker: with two, Hypothesis's lambda-source cache
+                # (shared between threads) can fail with "AST constructor
+                # recursion depth mismatch", an error of the tool, not of
+                # the service.
+                "--workers", "1",
                 "--request-timeout", "30",
                 "--suppress-health-check", "all",
                 "--output-sanitize", "true",

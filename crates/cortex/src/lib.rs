@@ -10,10 +10,14 @@
 //! Anthropic clients with timeouts, retries and backoff); the fixed-seed
 //! projection of an embedding to a workspace vector ([`project`]); the
 //! orchestration of one think or direct kernel step over a shared kernel
-//! ([`Cortex`]), with recall and the order of effects and their undo on
-//! failure; and replay of a recorded session from the ledger ([`replay`]).
+//! ([`Cortex`]), with recall, drift, the order of effects and their undo
+//! on failure; held actions queued for approval and run once when a quorum
+//! releases them; and replay of a recorded session from the ledger
+//! ([`replay`]).
 //!
-//! **Must never:** step the kernel without an allowing policy decision;
+//! **Must never:** step the kernel without an allowing policy decision or
+//! an approval released by a quorum (and then only the approved plan,
+//! once);
 //! step it without queueing the ledger records under the same lock (the
 //! log order is the step order); reply before those records are durable;
 //! fall back silently from one planner to another; serve HTTP or gRPC or
@@ -23,8 +27,10 @@
 //! **Invariants:** every decision the cortex asks for is in the ledger
 //! (allowed ones next to the step they allowed); a call that fails after
 //! the step leaves kernel, memory and the vector index as they were before
-//! it; every recorded step carries what replay needs (plan, model reply,
-//! state digest).
+//! it; every recorded step carries what replay needs (plan, the caller's
+//! inputs, model reply, state digest); a step run for an approval carries
+//! its approval id and is followed, in the same ledger batch, by the
+//! release entry.
 
 #![forbid(unsafe_code)]
 

@@ -3,15 +3,20 @@
 //!
 //! **Owns:** the Cedar schema of Capsule's principals, actions and
 //! resources and the default policy set ([`rules`]); the autonomy table
-//! ([`autonomy`]); the guardian's risk and drift limits ([`guardian`]);
+//! ([`autonomy`]); the risk and safety level of every action ([`levels`]);
+//! the affect parameters as state ([`affect`]); the guardian's risk and
+//! drift limits ([`guardian`]);
 //! lanes and the dry-run guard ([`lanes`]); the decision pipeline and its
 //! explanations, recorded in the ledger ([`engine`]); the kill switch
-//! ([`killswitch`]); the durable approval queue ([`approvals`]); shadow
-//! replay of recorded decisions under a candidate set ([`replay`]).
+//! ([`killswitch`]); the durable approval queue, its exactly-once release
+//! and expiry ([`approvals`]); re-deciding a recorded decision before it is
+//! acted on ([`redecide`]); shadow replay of recorded decisions under a
+//! candidate set ([`replay`]).
 //!
 //! **Must never:** allow what no policy permits (default deny); let a
 //! permit override a forbid; decide anything but `blocked` while the kill
-//! switch is armed; disarm without operator signatures; release an approved
+//! switch is armed; let a request lower its action's risk or level, or
+//! raise an affect parameter; disarm without operator signatures; release an approved
 //! action twice, or at all once anything it covers has changed; replace the
 //! active rules with a set that fails to parse or validate; know about HTTP.
 //!
