@@ -32,7 +32,6 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_cli(binary, *args):
@@ -50,7 +49,14 @@ def start_server(binary, data_dir):
         # 0 = no limit: the fuzzer sends far more than 120 requests a minute.
         "CAPSULE_AUTH__RATE_LIMIT_PER_MINUTE": "0",
         "CAPSULE_KERNEL__DIM": "8",
+        # The remote planners read their keys from variables that are never
+        # set here, so a think naming one is refused (400, field planner)
+        # instead of calling a provider over the network.
+        "CAPSULE_LLM__OPENAI__KEY_ENV": "CAPSULE_SCHEMATHESIS_NO_OPENAI_KEY",
+        "CAPSULE_LLM__ANTHROPIC__KEY_ENV": "CAPSULE_SCHEMATHESIS_NO_ANTHROPIC_KEY",
     })
+    env.pop("CAPSULE_SCHEMATHESIS_NO_OPENAI_KEY", None)
+    env.pop("CAPSULE_SCHEMATHESIS_NO_ANTHROPIC_KEY", None)
     proc = subprocess.Popen(
         [binary, "up", "--data", data_dir,
          "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
@@ -97,9 +103,7 @@ def main():
         proc, addr, log = start_server(binary, data_dir)
         try:
             env = dict(os.environ)
-            env["SCHEMATHESIS_HOOKS"] = "hooks"
             env["PYTHONDONTWRITEBYTECODE"] = "1"
-            env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
             cmd = [
                 cli, "run", f"http://{addr}/openapi.json",
                 "--header", f"Authorization: Bearer {token}",

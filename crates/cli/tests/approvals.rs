@@ -171,3 +171,54 @@ fn a_crash_after_the_claim_commit_runs_the_action_once_after_restart() {
 fn a_crash_after_the_ledger_append_releases_once_after_restart() {
     crash_at("release.appended");
 }
+
+#[test]
+fn capsule_approvals_sign_through_the_service_runs_the_held_step_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init: Value = serde_json::from_str(&ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["init", "--json"])
+        .arg(&data)
+        .output()
+        .unwrap()))
+    .unwrap();
+    let operator = init["operator_token"].as_str().unwrap().to_string();
+    let judge: Value = serde_json::from_str(&ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["tokens", "add", "--role", "approver", "--name", "judge", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap()))
+    .unwrap();
+    let judge = judge["token"].as_str().unwrap();
+    let mut service = up(&data, None);
+    let base = format!("http://{}", service.http);
+    let (status, held) = call(
+        "POST",
+        &format!("{base}/v1/kernel/step"),
+        &operator,
+        Some(json!({"gw": [0.1], "risk": 0.75})),
+    );
+    assert_eq!(status, 202, "{held}");
+    let id = held["approval_id"].as_i64().unwrap().to_string();
+    let sign = |token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_capsule"))
+            .args(["approvals", "sign", &id, "--key"])
+            .arg(data.join("keys/approver.pem"))
+            .args(["--url", &base, "--token", token, "--data"])
+            .arg(&data)
+            .env_remove("CAPSULE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    // A reader-less token is refused by the service, naming the role.
+    let out = sign("not-a-token");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{out:?}");
+    let text = ok(sign(judge));
+    assert!(text.contains("1 of 1 signatures, released"), "{text}");
+    assert!(text.contains("ran once: kernel step 1"), "{text}");
+    let out = sign(judge);
+    assert!(!out.status.success(), "a second sign runs nothing");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409"), "{out:?}");
+    unsafe_free_sigterm(&mut service.child);
+}

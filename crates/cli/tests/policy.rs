@@ -214,3 +214,77 @@ fn a_recorded_critical_action_waits_for_an_approver_signature() {
     assert_eq!(shown["status"], "approved");
     assert_eq!(shown["request"]["args"]["steps"], 3);
 }
+
+#[test]
+fn policy_show_levels_lists_every_action_with_its_risk_level_and_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let text = ok(capsule(&["policy", "show", "levels"], data));
+    let line = |action: &str, text: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{action} ")))
+            .unwrap_or_else(|| panic!("no {action} in {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("object.delete", &text), "object.delete SEVERE 0.75 HIGH built in");
+    assert_eq!(line("system.exec", &text), "system.exec CATASTROPHIC 1 CRITICAL built in");
+    assert_eq!(line("brain.step", &text), "brain.step MINOR 0.25 LOW built in");
+    std::fs::create_dir_all(data.join("policy")).unwrap();
+    std::fs::write(
+        data.join("policy/policy.json"),
+        r#"{"levels": {"brain.step": "moderate"}}"#,
+    )
+    .unwrap();
+    let rows: Value =
+        serde_json::from_str(&ok(capsule(&["policy", "show", "levels", "--json"], data))).unwrap();
+    let step = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "brain.step")
+        .unwrap();
+    assert_eq!(step["level"], "medium");
+    assert_eq!(step["source"], "policy_json");
+    // An override naming no action of the schema is refused, naming it.
+    std::fs::write(
+        data.join("policy/policy.json"),
+        r#"{"levels": {"brain.stepp": "minor"}}"#,
+    )
+    .unwrap();
+    let out = capsule(&["policy", "show", "levels"], data);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("levels.brain.stepp"), "{err}");
+}
+
+#[test]
+fn policy_modification_writes_policy_json_and_records_the_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .arg("init")
+        .arg(&data)
+        .output()
+        .unwrap());
+    let out = ok(capsule(&["policy", "modification", "on"], &data));
+    assert!(out.contains("modification_enabled = true"), "{out}");
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(data.join("policy/policy.json")).unwrap()).unwrap();
+    assert_eq!(cfg["modification_enabled"], true);
+    assert_eq!(cfg["approvers"].as_array().unwrap().len(), 1, "the rest is kept");
+    let tail = ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["audit", "--dir"])
+        .arg(data.join("ledger"))
+        .args(["tail", "-n", "1", "--json"])
+        .output()
+        .unwrap());
+    assert!(tail.contains("policy.modification"), "{tail}");
+    let out = capsule(&["policy", "modification", "maybe"], &data);
+    assert!(!out.status.success());
+    ok(capsule(&["policy", "modification", "off"], &data));
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(data.join("policy/policy.json")).unwrap()).unwrap();
+    assert_eq!(cfg["modification_enabled"], false);
+}

@@ -36,6 +36,11 @@ pub trait ChatModel: Send + Sync {
     /// missing key); a model that answered with bad JSON is *not* an error
     /// here — [`parse_choice`] reports that.
     fn complete(&self, prompt: &ChatPrompt) -> Result<String, PlanError>;
+    /// Why this model cannot answer at all here (e.g. no API key is
+    /// configured), known before any call; `None` when it may.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The part of a plan a model chooses.
@@ -194,6 +199,10 @@ impl LlmPlanner {
 impl Planner for LlmPlanner {
     fn name(&self) -> &str {
         self.model.name()
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.model.unavailable()
     }
 
     fn plan(&self, input: &PlanInput<'_>) -> Result<Planned, PlanError> {

@@ -601,6 +601,12 @@ impl Cortex {
                     self.planner_names().join(", ")
                 ),
             })?;
+        if let Some(why) = planner.unavailable() {
+            return Err(CortexError::Invalid {
+                field: "planner".into(),
+                reason: format!("{name} is not available here: {why}"),
+            });
+        }
         let lane = req.lane.unwrap_or(Lane::Prod);
         let vector = match &self.recall {
             Some(r) if !req.text.trim().is_empty() => Some(r.embedder.embed_one(&req.text)?),

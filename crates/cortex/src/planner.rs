@@ -59,6 +59,12 @@ pub trait Planner: Send + Sync {
     /// The name callers choose it by (`hash`, `local`, `openai`, …).
     fn name(&self) -> &str;
     fn plan(&self, input: &PlanInput<'_>) -> Result<Planned, PlanError>;
+    /// Why this planner cannot plan at all here, known before any call
+    /// (a remote provider without its key): the request is refused as the
+    /// caller's choice, not failed as an upstream fault.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// SPEC C2 (c): the workspace vector is the unit-norm vector of

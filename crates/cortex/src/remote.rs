@@ -209,6 +209,10 @@ impl ChatModel for OpenAiChat {
         self.http.provider
     }
 
+    fn unavailable(&self) -> Option<String> {
+        self.http.api_key().err().map(|e| e.reason)
+    }
+
     fn model_id(&self) -> String {
         self.http.config.model.clone()
     }
@@ -277,6 +281,10 @@ struct ContentBlock {
 impl ChatModel for AnthropicChat {
     fn name(&self) -> &str {
         self.http.provider
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.http.api_key().err().map(|e| e.reason)
     }
 
     fn model_id(&self) -> String {

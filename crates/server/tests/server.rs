@@ -704,7 +704,8 @@ async fn the_local_planner_recall_search_and_replay_work_end_to_end() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_of(&r).1, Some("planner"));
-    // A remote planner with no key set fails clearly; nothing steps.
+    // A remote planner with no key set is refused as the caller's choice
+    // (400 naming the planner), not failed as an upstream fault; nothing steps.
     let before = s.kernel_step().await;
     let (status, r) = s
         .post(
@@ -713,7 +714,8 @@ async fn the_local_planner_recall_search_and_replay_work_end_to_end() {
             json!({ "text": "x", "planner": "anthropic" }),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{r}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert_eq!(error_of(&r).1, Some("planner"));
     assert!(
         r["reason"]
             .as_str()
