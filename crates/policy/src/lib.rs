@@ -34,6 +34,7 @@ pub mod guardian;
 pub mod killswitch;
 pub mod lanes;
 pub mod replay;
+pub mod reserved;
 pub mod rules;
 
 pub use autonomy::{Affect, Mode, Outcome, SafetyLevel};
