@@ -1,11 +1,12 @@
-//! `capsule audit …`: append, verify, prove, consistency, tail, pubkey,
-//! checkpoint, rotate-key.
+//! `capsule audit …`: append, verify, recover, prove, consistency, tail,
+//! pubkey, checkpoint, rotate-key.
 
 use anyhow::{bail, Context, Result};
 use capsule_ledger::{
-    verify, AuditEntry, Checkpoint, Ledger, LedgerConfig, LedgerError, LogReader, Record,
-    VerifierKey,
+    verify, AuditEntry, Checkpoint, Ledger, LedgerConfig, LedgerError, LogReader, Record, Tail,
+    TailCut, VerifierKey,
 };
+use capsule_policy::reserved::ReservedField;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -25,9 +26,17 @@ pub struct AuditArgs {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Append an entry (creating the ledger if needed); prints its seq once durable.
+    /// Refuses the actions and meta.kind values that only the policy engine, the
+    /// approval queue, the kill switch and the ledger write (policy.*, approval.*,
+    /// kill.*, killswitch.*, ledger.*).
     Append(AppendArgs),
     /// Recompute every hash, check every checkpoint signature and the consistency
-    /// of consecutive checkpoints; exits 1 at the first problem and names its location.
+    /// of consecutive checkpoints, over the acknowledged entries; report separately
+    /// what a crashed writer left past them.
+    ///
+    /// Exit status: 0 intact; 3 intact, with an unacknowledged tail pending
+    /// recovery (run `capsule audit recover DIR`); 1 damage (the first problem,
+    /// with file and offset) or any other error.
     Verify {
         /// Ledger directory (or a data directory holding ledger/).
         dir: PathBuf,
@@ -37,6 +46,16 @@ enum AuditCommand {
         /// List every policy decision (seq, principal, action, resource, outcome).
         #[arg(long)]
         decisions: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recover a ledger a writer left mid-append: keep the whole unacknowledged
+    /// records (storing their nodes and index slots), cut a torn tail, and print
+    /// what was done. Opening the ledger for writing does the same; damage to
+    /// acknowledged entries is refused, naming file and offset, and nothing is changed.
+    Recover {
+        /// Ledger directory (or a data directory holding ledger/).
+        dir: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -137,6 +156,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             decisions,
             json,
         } => verify_cmd(&resolve(&dir), key.as_deref(), decisions, json),
+        AuditCommand::Recover { dir, json } => recover(&resolve(&dir), json),
         AuditCommand::Prove { seq, size, json } => prove(&dir, seq, size, json),
         AuditCommand::Consistency { m, n, json } => consistency(&dir, m, n, json),
         AuditCommand::Tail { count, json } => tail(&dir, count, json),
@@ -170,10 +190,18 @@ fn append(dir: &Path, a: AppendArgs) -> Result<ExitCode> {
     if a.count == 0 || a.concurrency == 0 {
         bail!("--count and --concurrency must be at least 1");
     }
-    let origin = a
-        .origin
-        .clone()
-        .unwrap_or_else(capsule_server::data::new_origin);
+    // Before anything is opened or created: a refused record changes nothing.
+    if let Some(r) = capsule_policy::reserved::engine_only_record(&a.action, &meta) {
+        let flag = match r.field {
+            ReservedField::Action => "--action",
+            ReservedField::MetaKind => "--meta",
+        };
+        bail!("{flag}: {r}, never by `capsule audit append`");
+    }
+    let origin = match a.origin.clone() {
+        Some(origin) => origin,
+        None => capsule_server::data::new_origin()?,
+    };
     let ledger = Ledger::open_or_create(dir, &origin, LedgerConfig::default())
         .with_context(|| format!("opening the ledger in {}", dir.display()))?;
     let rec = ledger.recovery();
@@ -266,11 +294,13 @@ fn verify_cmd(dir: &Path, key: Option<&str>, list: bool, as_json: bool) -> Resul
     match verify(dir, &key) {
         Ok(report) => {
             let (made, tally) = decisions(dir)?;
+            let clean = report.is_clean();
             if as_json {
                 println!(
                     "{}",
                     json!({
                         "ok": true,
+                        "status": if clean { "intact" } else { "tail_pending_recovery" },
                         "entries": report.entries,
                         "checkpoints": report.checkpoints,
                         "key_rotations": report.key_rotations,
@@ -278,12 +308,13 @@ fn verify_cmd(dir: &Path, key: Option<&str>, list: bool, as_json: bool) -> Resul
                         "current_key": report.current_key,
                         "decisions": made.len(),
                         "decisions_by_action": tally.iter().map(|((a, o), n)| json!({"action": a, "outcome": o, "count": n})).collect::<Vec<_>>(),
+                        "tail": (!clean).then(|| tail_json(&report.tail)),
                     })
                 );
             } else {
                 println!("trusted key: {key}\n  from {source}");
                 println!(
-                    "ok: {} entries, {} checkpoints, {} key rotations",
+                    "ok: {} acknowledged entries, {} checkpoints, {} key rotations",
                     report.entries, report.checkpoints, report.key_rotations
                 );
                 if let Some((size, root)) = &report.latest {
@@ -307,8 +338,25 @@ fn verify_cmd(dir: &Path, key: Option<&str>, list: bool, as_json: bool) -> Resul
                         );
                     }
                 }
+                if !clean {
+                    println!(
+                        "tail pending recovery: a writer stopped mid-append; nothing past entry {} was acknowledged",
+                        report.tail.first_seq
+                    );
+                    for line in tail_lines(&report.tail, "will be") {
+                        println!("  {line}");
+                    }
+                    println!(
+                        "run `capsule audit recover {}` (opening the ledger for writing does the same)",
+                        dir.display()
+                    );
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_TAIL_PENDING)
+            })
         }
         Err(e) => {
             if as_json {
@@ -320,7 +368,7 @@ fn verify_cmd(dir: &Path, key: Option<&str>, list: bool, as_json: bool) -> Resul
                 };
                 println!(
                     "{}",
-                    json!({"ok": false, "error": e.to_string(), "file": file, "offset": offset})
+                    json!({"ok": false, "status": "damaged", "error": e.to_string(), "file": file, "offset": offset})
                 );
             } else {
                 println!("FAILED: {e}");
@@ -328,6 +376,107 @@ fn verify_cmd(dir: &Path, key: Option<&str>, list: bool, as_json: bool) -> Resul
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `capsule audit verify`'s status for an intact log with an unacknowledged
+/// tail pending recovery (1 is damage or any error; clap's usage errors are 2).
+pub const EXIT_TAIL_PENDING: u8 = 3;
+
+/// One line per part of a tail; `tense` is "will be" (verify) or "was" (recover).
+fn tail_lines(tail: &Tail, tense: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for span in &tail.records {
+        lines.push(format!(
+            "entries {}..={} ({}): whole records in {} at offsets {}..{}, not acknowledged; {tense} kept, their nodes and index slots stored",
+            span.first_seq,
+            span.first_seq + span.entries - 1,
+            span.entries,
+            span.file.display(),
+            span.offset,
+            span.end
+        ));
+    }
+    let cut = |c: &TailCut| {
+        let what = if c.removes_file {
+            ", the file removed"
+        } else {
+            ""
+        };
+        format!(
+            "{} offset {}: {} bytes ({}), not acknowledged; {tense} cut{what}",
+            c.file.display(),
+            c.offset,
+            c.bytes,
+            c.reason
+        )
+    };
+    lines.extend(tail.cut.iter().map(cut));
+    lines.extend(tail.checkpoint_cut.iter().map(cut));
+    if tail.extra_node_bytes > 0 || tail.extra_index_bytes > 0 {
+        lines.push(format!(
+            "nodes: {} bytes, index: {} bytes past the acknowledged prefix; {tense} rewritten from the segments",
+            tail.extra_node_bytes, tail.extra_index_bytes
+        ));
+    }
+    lines
+}
+
+fn tail_json(tail: &Tail) -> serde_json::Value {
+    let cut = |c: &TailCut| {
+        json!({
+            "file": c.file.display().to_string(),
+            "offset": c.offset,
+            "bytes": c.bytes,
+            "reason": c.reason,
+            "torn": c.torn,
+            "removes_file": c.removes_file,
+        })
+    };
+    json!({
+        "first_seq": tail.first_seq,
+        "entries": tail.entries(),
+        "records": tail.records.iter().map(|s| json!({
+            "file": s.file.display().to_string(),
+            "first_seq": s.first_seq,
+            "entries": s.entries,
+            "offset": s.offset,
+            "end": s.end,
+        })).collect::<Vec<_>>(),
+        "cut": tail.cut.as_ref().map(cut),
+        "checkpoint_cut": tail.checkpoint_cut.as_ref().map(cut),
+        "extra_node_bytes": tail.extra_node_bytes,
+        "extra_index_bytes": tail.extra_index_bytes,
+    })
+}
+
+fn recover(dir: &Path, as_json: bool) -> Result<ExitCode> {
+    let ledger = open_writer(dir)?;
+    let rec = ledger.recovery().clone();
+    ledger.close()?;
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "entries": rec.entries,
+                "recovered": !rec.tail.is_empty(),
+                "tail": (!rec.tail.is_empty()).then(|| tail_json(&rec.tail)),
+            })
+        );
+    } else if rec.tail.is_empty() {
+        println!(
+            "nothing to recover: {} entries, all acknowledged",
+            rec.entries
+        );
+    } else {
+        println!(
+            "recovered: {} entries ({} acknowledged before the writer stopped)",
+            rec.entries, rec.tail.first_seq
+        );
+        for line in tail_lines(&rec.tail, "was") {
+            println!("  {line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The checkpoint to prove against: the stored one of `size`, or the

@@ -51,7 +51,7 @@ enum Command {
         #[command(subcommand)]
         command: kernel_cmd::KernelCommand,
     },
-    /// The audit ledger: append, verify, prove, consistency, tail, pubkey.
+    /// The audit ledger: append, verify, recover, prove, consistency, tail, pubkey.
     Audit(audit_cmd::AuditArgs),
     /// Policy rules: check, eval, replay, keygen, show.
     Policy(policy_cmd::PolicyArgs),

@@ -89,7 +89,7 @@ fn verify_fails_with_the_location_of_a_flipped_byte() {
         .arg(&dir)
         .output()
         .unwrap());
-    assert!(out.contains("ok: 5 entries"), "{out}");
+    assert!(out.contains("ok: 5 acknowledged entries"), "{out}");
     let seg = dir.join("segments/00000001.seg");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[100] ^= 0x10;
@@ -278,4 +278,321 @@ fn killing_the_writer_at_random_moments_loses_no_acknowledged_entry() {
         "only {} acknowledgements in 20 rounds",
         acked.len()
     );
+}
+
+/// `capsule audit verify DIR --json`: exit status and the parsed report.
+fn verify_json(dir: &Path) -> (Option<i32>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["audit", "verify", "--json"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), v)
+}
+
+/// The issue's trial, five times: a writer with four appending threads is
+/// SIGKILLed a fraction of a second into `--count 200000`, and `audit
+/// verify` runs before anything reopens the log. It must find the log
+/// intact (exit 0) or intact with a tail pending recovery (exit 3), never
+/// damaged; after `audit recover` every entry the writer acknowledged is
+/// there with its leaf hash and verify exits 0.
+#[test]
+fn verify_right_after_a_killed_writer_reports_intact_or_a_pending_tail_never_damage() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
+    let mut with_tail = 0;
+    for trial in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ledger");
+        let mut child = capsule(&dir)
+            .args([
+                "append",
+                "--actor",
+                "agent:crash",
+                "--action",
+                "test.append",
+                "--decision",
+                "ok",
+            ])
+            .args(["--count", "200000", "--concurrency", "4", "--json"])
+            .args(["--origin", "capsule.test/trial"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(l) = line else { break };
+                if lines.is_empty() {
+                    let _ = tx.send(());
+                }
+                lines.push(l);
+            }
+            lines
+        });
+        // The clock starts at the first acknowledgement, so the ledger exists.
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the writer acknowledged nothing within a minute");
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..300)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let acked: Vec<(u64, String)> = reader
+            .join()
+            .unwrap()
+            .iter()
+            // A line cut by the kill is not an acknowledgement we saw.
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                (
+                    v["seq"].as_u64().unwrap(),
+                    v["leaf_hash"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+
+        let (code, v) = verify_json(&dir);
+        assert_eq!(v["ok"], true, "trial {trial}: {v}");
+        match code {
+            Some(0) => assert_eq!(v["status"], "intact", "trial {trial}: {v}"),
+            Some(3) => {
+                assert_eq!(v["status"], "tail_pending_recovery", "trial {trial}: {v}");
+                assert!(v["tail"].is_object(), "trial {trial}: {v}");
+                with_tail += 1;
+            }
+            other => panic!("trial {trial}: verify exited {other:?}: {v}"),
+        }
+        let verified = v["entries"].as_u64().unwrap();
+        assert!(
+            acked.iter().all(|(seq, _)| *seq < verified),
+            "trial {trial}: an acknowledged entry lies outside the verified prefix of {verified}"
+        );
+
+        let out = ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+            .args(["audit", "recover", "--json"])
+            .arg(&dir)
+            .output()
+            .unwrap());
+        let rec: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(rec["recovered"], code == Some(3), "trial {trial}: {rec}");
+        let reader = capsule_ledger::LogReader::open(&dir).unwrap();
+        for (seq, leaf) in &acked {
+            let entry = reader
+                .entry(*seq)
+                .unwrap_or_else(|e| panic!("trial {trial}: acknowledged entry {seq} lost: {e}"));
+            assert_eq!(
+                &hex::encode(leaf_hash(&entry.encode())),
+                leaf,
+                "trial {trial}: entry {seq} changed"
+            );
+        }
+        let (code, v) = verify_json(&dir);
+        assert_eq!(
+            (code, &v["status"]),
+            (Some(0), &Value::from("intact")),
+            "{v}"
+        );
+        eprintln!(
+            "trial {trial}: {} acknowledged, verify saw {verified} + tail {}",
+            acked.len(),
+            rec["tail"]
+        );
+    }
+    eprintln!("{with_tail} of 5 trials left a tail pending recovery");
+}
+
+/// A writer's crash, made by hand: 20 entries, the last 2 without index
+/// slots and half a record after them, no checkpoint past entry 18.
+fn crash_by_hand(dir: &Path) -> std::path::PathBuf {
+    append(dir, 20);
+    let set_len = |p: &Path, len: u64| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(len)
+            .unwrap()
+    };
+    set_len(&dir.join("checkpoints"), 8);
+    set_len(&dir.join("index"), 18 * 8);
+    let seg = dir.join("segments/00000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let torn = bytes[16..40].to_vec();
+    bytes.extend_from_slice(&torn);
+    std::fs::write(&seg, &bytes).unwrap();
+    seg
+}
+
+#[test]
+fn verify_exits_3_naming_the_unacknowledged_tail_and_recover_settles_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let seg = crash_by_hand(&dir);
+    let seg_len = std::fs::metadata(&seg).unwrap().len();
+    let out = Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["audit", "verify"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("ok: 18 acknowledged entries"), "{text}");
+    assert!(text.contains("tail pending recovery"), "{text}");
+    assert!(text.contains("entries 18..=19 (2)"), "{text}");
+    assert!(
+        text.contains(&format!("offset {}: 24 bytes", seg_len - 24)),
+        "{text}"
+    );
+    assert!(text.contains("not acknowledged; will be cut"), "{text}");
+
+    let (code, v) = verify_json(&dir);
+    assert_eq!(code, Some(3));
+    assert_eq!(v["status"], "tail_pending_recovery");
+    assert_eq!(v["entries"], 18);
+    assert_eq!(v["tail"]["first_seq"], 18);
+    assert_eq!(v["tail"]["entries"], 2);
+    assert_eq!(v["tail"]["cut"]["bytes"], 24);
+    assert_eq!(v["tail"]["cut"]["offset"], seg_len - 24);
+    assert!(v["tail"]["cut"]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("segments/00000001.seg"));
+    // Verify changed nothing.
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), seg_len);
+
+    let out = ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["audit", "recover"])
+        .arg(&dir)
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("recovered: 20 entries (18 acknowledged"),
+        "{out}"
+    );
+    assert!(out.contains("was cut"), "{out}");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), seg_len - 24);
+    let (code, v) = verify_json(&dir);
+    assert_eq!((code, v["entries"].as_u64()), (Some(0), Some(20)), "{v}");
+    let out = ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["audit", "recover", "--json"])
+        .arg(&dir)
+        .output()
+        .unwrap());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["recovered"].as_bool(), v["entries"].as_u64()),
+        (Some(false), Some(20))
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_acknowledged_prefix_is_damage_beside_a_tail_and_recover_refuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let seg = crash_by_hand(&dir);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[40] ^= 0x04; // inside entry 0's record
+    std::fs::write(&seg, &bytes).unwrap();
+    let (code, v) = verify_json(&dir);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["status"], "damaged");
+    assert!(
+        v["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("segments/00000001.seg"),
+        "{v}"
+    );
+    assert_eq!(v["offset"], 16);
+    let out = Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["audit", "recover"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("00000001.seg: offset 16"), "{err}");
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "recover changed the file"
+    );
+}
+
+#[test]
+fn recover_names_a_directory_that_holds_no_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["audit", "recover"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&tmp.path().display().to_string()), "{err}");
+    assert!(err.contains("ledger.json"), "{err}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+/// The number of acknowledged entries (0 when there is no ledger).
+fn size(dir: &Path) -> u64 {
+    capsule_ledger::LogReader::open(dir).map_or(0, |r| r.size())
+}
+
+fn append_args(dir: &Path, action: &str, meta: &str) -> std::process::Output {
+    capsule(dir)
+        .args(["append", "--actor", "agent:forger", "--action", action])
+        .args(["--decision", "allow", "--meta", meta])
+        .args(["--origin", "capsule.test/cli"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn append_refuses_engine_only_kinds_naming_the_field_and_appends_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    // Refused before anything exists: no ledger is created.
+    let out = append_args(&dir, "approval.release", "{}");
+    assert!(!out.status.success());
+    assert!(!dir.exists(), "a refused append created the ledger");
+    append(&dir, 3);
+    for (action, meta, field, writer) in [
+        (
+            "object.delete",
+            r#"{"kind":"policy.decision","request":{}}"#,
+            "--meta: meta.kind",
+            "the policy engine",
+        ),
+        (
+            "approval.release",
+            "{}",
+            "--action: action",
+            "the approval queue",
+        ),
+        ("kill.disarm", "{}", "--action: action", "the kill switch"),
+        (
+            "policy.reload",
+            "{}",
+            "--action: action",
+            "the policy engine",
+        ),
+    ] {
+        let out = append_args(&dir, action, meta);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{action} {meta}: {err}");
+        assert!(err.contains(field) && err.contains(writer), "{err}");
+        assert_eq!(size(&dir), 3, "{action} {meta} was appended");
+    }
+    let out = append_args(&dir, "object.delete", r#"{"kind":"cortex.think"}"#);
+    ok(out);
+    assert_eq!(size(&dir), 4);
 }

@@ -213,6 +213,14 @@ pub fn read_frame(buf: &[u8], max_len: usize) -> Frame<'_> {
         ));
     }
     if buf.len() < RECORD_HEADER_LEN + len {
+        // A torn write leaves a prefix of the record. If instead a whole
+        // record with a different length is there, the length field was
+        // altered: damage, not a torn tail.
+        if let Some(whole) = whole_record_len(&buf[RECORD_HEADER_LEN..], crc, max_len) {
+            return Frame::Damaged(format!(
+                "record length field says {len} bytes, but a whole record of {whole} bytes is there"
+            ));
+        }
         return Frame::Truncated;
     }
     let payload = &buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
@@ -220,6 +228,24 @@ pub fn read_frame(buf: &[u8], max_len: usize) -> Frame<'_> {
         return Frame::Damaged("record checksum (CRC-32C) does not match".into());
     }
     Frame::Record(payload)
+}
+
+/// The payload length L ≤ `max_len` for which `CRC-32C(L ‖ rest[..L])`
+/// equals `crc`, if any: the record that is really there when its length
+/// field claims more bytes than the file holds. One pass over `rest`
+/// (CRC-32C is linear, so each candidate costs one combine).
+fn whole_record_len(rest: &[u8], crc: u32, max_len: usize) -> Option<usize> {
+    let mut payload_crc = 0u32;
+    for len in 0..=rest.len().min(max_len) {
+        if len > 0 {
+            payload_crc = crc32c::crc32c_append(payload_crc, &rest[len - 1..len]);
+        }
+        let len_crc = crc32c::crc32c(&(len as u32).to_le_bytes());
+        if crc32c::crc32c_combine(len_crc, payload_crc, len) == crc {
+            return Some(len);
+        }
+    }
+    None
 }
 
 /// Pack a segment number and offset into an index slot.
@@ -258,5 +284,20 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(matches!(read_frame(&buf[..cut], 100), Frame::Truncated));
         }
+    }
+
+    #[test]
+    fn a_whole_record_whose_length_field_claims_more_is_damage_not_a_torn_write() {
+        let mut buf = Vec::new();
+        frame_record(b"the last note", &mut buf);
+        frame_record(b"another", &mut buf);
+        // Claim more bytes than the file holds, first for the last record,
+        // then for one with a record after it.
+        let mut last = buf[..8 + 13].to_vec();
+        last[1] ^= 0x02;
+        assert!(matches!(read_frame(&last, 4096), Frame::Damaged(r) if r.contains("13 bytes")));
+        let mut first = buf.clone();
+        first[1] ^= 0x02;
+        assert!(matches!(read_frame(&first, 4096), Frame::Damaged(_)));
     }
 }

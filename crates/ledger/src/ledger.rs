@@ -22,6 +22,7 @@ use crate::merkle::{self, leaf_hash, postorder_len, Frontier, Hash};
 use crate::note::{check_name, Checkpoint, NoteSigner, TreeHead, VerifierKey};
 use crate::reader::{check_size, prove_inclusion, Files, InclusionProof};
 use crate::scan::scan;
+use crate::tail::{assess, Tail};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -93,6 +94,8 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Bytes cut from a torn tail of the checkpoints file.
     pub truncated_checkpoint_bytes: u64,
+    /// What lay past the acknowledged prefix, in detail (files, offsets).
+    pub tail: Tail,
 }
 
 struct Queued {
@@ -806,57 +809,12 @@ fn recover(
         }
         Ok(())
     })?;
-    let last_segment = scan.segments.last().map_or(1, |s| s.0);
-    let mut recovery = Recovery {
-        entries: scan.entries,
-        ..Default::default()
-    };
-
-    if scan.entries < acked {
-        if let Some(bad) = &scan.bad {
-            return Err(LedgerError::corrupt(
-                &bad.file,
-                bad.offset,
-                format!("{} (entry {} was acknowledged)", bad.reason, scan.entries),
-            ));
-        }
-        return Err(LedgerError::corrupt(
-            layout.index(),
-            scan.entries * 8,
-            format!(
-                "index and nodes hold {acked} acknowledged entries but the segments end after {}",
-                scan.entries
-            ),
-        ));
-    }
-    if let Some(p) = scan.node_mismatch.filter(|&p| p < postorder_len(acked)) {
-        return Err(LedgerError::corrupt(
-            layout.nodes(),
-            p * 32,
-            "stored node hash differs from the entries",
-        ));
-    }
-    if let Some(i) = scan.index_mismatch.filter(|&i| i < acked) {
-        return Err(LedgerError::corrupt(
-            layout.index(),
-            i * 8,
-            "index slot does not point at its entry",
-        ));
-    }
-    // Checkpoints: a torn last record is cut; anything else must verify.
-    // Every checkpoint was issued at a durable size, so it lies within the
-    // acknowledged part and its root can be read from the stored nodes.
     let notes_path = layout.checkpoints();
     let notes = read_notes(&notes_path)?;
-    if let Some((offset, torn, reason)) = &notes.bad {
-        if !torn {
-            return Err(LedgerError::corrupt(&notes_path, *offset, reason.clone()));
-        }
-        let len = fs::metadata(&notes_path)
-            .map_err(LedgerError::io(&notes_path))?
-            .len();
-        recovery.truncated_checkpoint_bytes = len - offset;
-    }
+    let tail = assess(layout, &scan, acked, &notes)?;
+    // The newest checkpoint must verify. Every checkpoint was issued at an
+    // acknowledged size, so it lies within the prefix and its root can be
+    // read from the stored nodes.
     let latest = match notes.notes.last() {
         None => None,
         Some(note) => {
@@ -880,20 +838,10 @@ fn recover(
     };
 
     // Nothing was changed above; from here on the repairs.
+    let last_segment = scan.last_segment;
     let mut segment_len = scan.segments.last().map_or(0, |s| s.1);
-    if let Some(bad) = &scan.bad {
-        if bad.segment != last_segment {
-            return Err(LedgerError::corrupt(
-                &bad.file,
-                bad.offset,
-                bad.reason.clone(),
-            ));
-        }
-        let len = fs::metadata(&bad.file)
-            .map_err(LedgerError::io(&bad.file))?
-            .len();
-        recovery.truncated_bytes = len - bad.offset;
-        segment_len = bad.offset;
+    if let Some(cut) = &tail.cut {
+        segment_len = cut.offset;
     }
     let mut segment_number = last_segment;
     let segment = if segment_len < SEGMENT_HEADER_LEN {
@@ -925,7 +873,6 @@ fn recover(
         frontier.push(t.leaf, |_, _, h| node_bytes.extend_from_slice(h));
         slots.extend_from_slice(&t.slot.to_le_bytes());
     }
-    recovery.rebuilt = scan.tail.len() as u64;
     if !scan.tail.is_empty() {
         nodes
             .write_all(&node_bytes)
@@ -937,6 +884,13 @@ fn recover(
         index.sync_data().map_err(LedgerError::io(layout.index()))?;
     }
     debug_assert_eq!(frontier.size(), scan.entries);
+    let recovery = Recovery {
+        entries: scan.entries,
+        rebuilt: tail.entries(),
+        truncated_bytes: tail.cut.as_ref().map_or(0, |c| c.bytes),
+        truncated_checkpoint_bytes: tail.checkpoint_cut.as_ref().map_or(0, |c| c.bytes),
+        tail,
+    };
 
     Ok(Recovered {
         files: TailFiles {

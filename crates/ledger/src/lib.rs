@@ -5,7 +5,9 @@
 //! signed-note checkpoints and verifier keys ([`note`]), versioned Ed25519
 //! key files and rotation ([`keys`]), the on-disk layout ([`layout`]), the
 //! durable group-commit writer with crash recovery ([`Ledger`]), read-only
-//! access and proofs ([`LogReader`]), and full verification ([`verify()`]).
+//! access and proofs ([`LogReader`]), full verification ([`verify()`]), and
+//! the line between the acknowledged prefix and a crashed writer's
+//! unacknowledged tail ([`tail`]), which verify reports and recovery settles.
 //!
 //! **Must never:** rewrite or reorder a byte it has acknowledged; acknowledge
 //! an append before its record, tree nodes and index slot are fsynced;
@@ -17,7 +19,9 @@
 //! exactly the complete-subtree hashes of the acknowledged entries in
 //! post-order; every checkpoint of size s is signed by the key in force for
 //! s (the first key, then each key named by a rotation entry with seq < s)
-//! and its root equals the tree's root at s.
+//! and its root equals the tree's root at s. The acknowledged prefix is the
+//! entries whose nodes and index slots are both stored; damage inside it is
+//! never forgiven, by verify or by recovery.
 //!
 //! The Merkle hashing and proofs are written here rather than taken from a
 //! crate: they are small, they must run over nodes stored on disk (the
@@ -36,6 +40,7 @@ pub mod merkle;
 pub mod note;
 pub mod reader;
 mod scan;
+pub mod tail;
 mod verify;
 
 pub use entry::{AuditEntry, Record};
@@ -44,4 +49,5 @@ pub use ledger::{Ledger, LedgerConfig, PendingAppend, Receipt, Recovery};
 pub use merkle::Hash;
 pub use note::{Checkpoint, NoteSigner, VerifierKey};
 pub use reader::{InclusionProof, LogReader};
+pub use tail::{Tail, TailCut, TailSpan};
 pub use verify::{verify, VerifyReport};

@@ -38,8 +38,11 @@ pub struct Scan {
     /// Sound records, in order, before the first bad one.
     pub entries: u64,
     pub bad: Option<BadRecord>,
-    /// Segment numbers present, and the end of the sound records in each.
+    /// Segment numbers scanned, and the end of the sound records in each.
     pub segments: Vec<(u32, u64)>,
+    /// The number of the last segment file present (scanning may stop
+    /// before it).
+    pub last_segment: u32,
     /// The tree after `min(entries, tail_from)` leaves.
     pub frontier_at_tail: Frontier,
     /// Leaves and index slots of entries from `tail_from` on.
@@ -49,9 +52,6 @@ pub struct Scan {
     pub node_mismatch: Option<u64>,
     /// The first stored index slot that differs.
     pub index_mismatch: Option<u64>,
-    /// Stored node hashes and index slots (whole ones).
-    pub stored_nodes: u64,
-    pub stored_index: u64,
 }
 
 /// A reader that compares a stream of fixed-size items with a file.
@@ -190,11 +190,10 @@ pub fn scan(
         entries: seq,
         bad,
         segments,
+        last_segment: numbers.last().copied().unwrap_or(1),
         frontier_at_tail: frontier_at_tail.unwrap_or(frontier),
         tail,
         node_mismatch: nodes.mismatch,
         index_mismatch: index.mismatch,
-        stored_nodes: nodes.stored,
-        stored_index: index.stored,
     })
 }

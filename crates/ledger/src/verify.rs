@@ -4,21 +4,29 @@
 //! the key-rotation chain, every checkpoint's signature and root, and a
 //! consistency proof between each pair of consecutive checkpoints.
 //! Read-only; it never repairs.
+//!
+//! A writer killed mid-append leaves bytes past the acknowledged prefix
+//! (see [`crate::tail`]). Verify checks the prefix in full, refuses as
+//! damage anything recovery would refuse, and reports the rest as the
+//! report's [`Tail`] instead of failing: so it can run on a crashed log
+//! before anything reopens it.
 
 use crate::checkpoints::read_notes;
 use crate::entry::AuditEntry;
 use crate::error::{LedgerError, Result};
 use crate::keys::KeySchedule;
 use crate::layout::{Layout, LedgerMeta};
-use crate::merkle::{self, postorder_len};
+use crate::merkle;
 use crate::note::{Checkpoint, VerifierKey};
 use crate::reader::Files;
 use crate::scan::scan;
+use crate::tail::{assess, Tail};
 use std::path::Path;
 
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// Acknowledged entries, all verified.
     pub entries: u64,
     pub checkpoints: u64,
     pub key_rotations: u64,
@@ -26,6 +34,17 @@ pub struct VerifyReport {
     pub latest: Option<(u64, String)>,
     /// The key that signs checkpoints after the last rotation.
     pub current_key: String,
+    /// What lies past the acknowledged prefix (a crashed writer's
+    /// unacknowledged appends), pending recovery; empty for a log that was
+    /// closed cleanly. Its whole records are checked too.
+    pub tail: Tail,
+}
+
+impl VerifyReport {
+    /// The log is intact and nothing awaits recovery.
+    pub fn is_clean(&self) -> bool {
+        self.tail.is_empty()
+    }
 }
 
 /// Verify the ledger in `dir` starting from `trusted`, the key of version 1
@@ -44,83 +63,16 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
             ),
         ));
     }
+    let files = Files::open(&layout)?;
+    let acked = files.stored_size()?;
     let mut schedule = KeySchedule::new(origin, trusted.clone());
-    let s = scan(&layout, u64::MAX, |_, payload| {
+    let s = scan(&layout, acked, |_, payload| {
         schedule.follow(&AuditEntry::decode(payload)?)
     })?;
-    if let Some(bad) = s.bad {
-        let what = if bad.truncated {
-            " (torn tail: open the ledger once to recover it)"
-        } else {
-            ""
-        };
-        return Err(LedgerError::corrupt(
-            bad.file,
-            bad.offset,
-            format!("{}{what}", bad.reason),
-        ));
-    }
-    let n = s.entries;
-    if let Some(p) = s.node_mismatch {
-        return Err(LedgerError::corrupt(
-            layout.nodes(),
-            p * 32,
-            "stored node hash differs from the entries",
-        ));
-    }
-    if s.stored_nodes != postorder_len(n) {
-        return Err(LedgerError::corrupt(
-            layout.nodes(),
-            s.stored_nodes.min(postorder_len(n)) * 32,
-            format!(
-                "holds {} node hashes; {n} entries need {}",
-                s.stored_nodes,
-                postorder_len(n)
-            ),
-        ));
-    }
-    if let Some(i) = s.index_mismatch {
-        return Err(LedgerError::corrupt(
-            layout.index(),
-            i * 8,
-            "index slot does not point at its entry",
-        ));
-    }
-    if s.stored_index != n {
-        return Err(LedgerError::corrupt(
-            layout.index(),
-            s.stored_index.min(n) * 8,
-            format!("holds {} slots for {n} entries", s.stored_index),
-        ));
-    }
-    for (path, item) in [(layout.nodes(), 32), (layout.index(), 8)] {
-        let len = std::fs::metadata(&path)
-            .map_err(LedgerError::io(&path))?
-            .len();
-        if len % item != 0 {
-            return Err(LedgerError::corrupt(
-                &path,
-                len - len % item,
-                "trailing partial record",
-            ));
-        }
-    }
-
-    let files = Files::open(&layout)?;
     let notes_path = layout.checkpoints();
     let notes = read_notes(&notes_path)?;
-    if let Some((offset, torn, reason)) = notes.bad {
-        let what = if torn {
-            " (torn tail: open the ledger once to recover it)"
-        } else {
-            ""
-        };
-        return Err(LedgerError::corrupt(
-            &notes_path,
-            offset,
-            format!("{reason}{what}"),
-        ));
-    }
+    let tail = assess(&layout, &s, acked, &notes)?;
+    let n = acked;
     let mut previous: Option<Checkpoint> = None;
     for note in &notes.notes {
         let at = |reason: String| LedgerError::corrupt(&notes_path, note.offset, reason);
@@ -130,7 +82,7 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
         let size = cp.size();
         if size > n {
             return Err(at(format!(
-                "checkpoint covers {size} entries; the log holds {n}"
+                "checkpoint covers {size} entries; {n} are acknowledged"
             )));
         }
         if merkle::root(&files, size)? != *cp.root() {
@@ -157,5 +109,6 @@ pub fn verify(dir: &Path, trusted: &VerifierKey) -> Result<VerifyReport> {
         key_rotations: schedule.rotations(),
         latest: previous.map(|c| (c.size(), hex::encode(c.root()))),
         current_key: schedule.current().to_string(),
+        tail,
     })
 }

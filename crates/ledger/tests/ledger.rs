@@ -372,3 +372,150 @@ fn flipping_any_byte_of_segments_or_checkpoints_fails_verify_with_the_location()
     assert!(checked > 1000, "{checked} positions");
     verify(dir, &key).unwrap();
 }
+
+fn set_len(path: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// What a writer killed mid-append leaves: 20 entries in the segment, the
+/// last 2 without index slots (never acknowledged), half a record after
+/// them, and no checkpoint past the 18 acknowledged entries.
+fn crashed_ledger(dir: &Path) -> PathBuf {
+    let ledger = new_ledger(dir, 20);
+    ledger.close().unwrap();
+    drop(ledger);
+    set_len(&dir.join("checkpoints"), 8);
+    set_len(&dir.join("index"), 18 * 8);
+    let seg = last_segment(dir);
+    let mut bytes = fs::read(&seg).unwrap();
+    let torn = bytes[16..40].to_vec();
+    bytes.extend_from_slice(&torn);
+    fs::write(&seg, &bytes).unwrap();
+    seg
+}
+
+#[test]
+fn verify_checks_the_acknowledged_prefix_and_reports_the_tail_that_recovery_then_settles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let seg = crashed_ledger(dir);
+    let seg_len = fs::metadata(&seg).unwrap().len();
+    let report = verify(dir, &trusted(dir)).unwrap();
+    assert_eq!(report.entries, 18);
+    assert!(!report.is_clean());
+    let tail = &report.tail;
+    assert_eq!(tail.first_seq, 18);
+    assert_eq!(tail.entries(), 2);
+    assert_eq!(tail.records.len(), 1);
+    assert_eq!(tail.records[0].file, seg);
+    assert_eq!(tail.records[0].first_seq, 18);
+    assert_eq!(tail.records[0].end, seg_len - 24);
+    let cut = tail.cut.as_ref().unwrap();
+    assert_eq!(
+        (cut.file.as_path(), cut.offset, cut.bytes),
+        (seg.as_path(), seg_len - 24, 24)
+    );
+    assert!(cut.torn && !cut.removes_file);
+    // Nodes for the last 2 entries are stored, their index slots are not.
+    assert!(tail.extra_node_bytes > 0);
+    assert_eq!(tail.extra_index_bytes, 0);
+
+    // Verify changed nothing; recovery does exactly what it reported.
+    assert_eq!(fs::metadata(&seg).unwrap().len(), seg_len);
+    let ledger = Ledger::open(dir, config()).unwrap();
+    assert_eq!(&ledger.recovery().tail, tail);
+    assert_eq!(ledger.size(), 20);
+    ledger.close().unwrap();
+    drop(ledger);
+    let report = verify(dir, &trusted(dir)).unwrap();
+    assert!(report.is_clean(), "{:?}", report.tail);
+    assert_eq!(report.entries, 20);
+}
+
+#[test]
+fn a_flipped_byte_in_the_acknowledged_prefix_is_damage_even_beside_a_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let seg = crashed_ledger(dir);
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[40] ^= 0x04; // inside entry 0's record
+    fs::write(&seg, &bytes).unwrap();
+    for result in [
+        verify(dir, &trusted(dir)).map(|_| ()),
+        Ledger::open(dir, config()).map(|_| ()),
+    ] {
+        match result {
+            Err(LedgerError::Corrupt { file, offset, .. }) => {
+                assert_eq!(file, seg);
+                assert_eq!(offset, 16);
+            }
+            other => panic!("expected damage, got {other:?}"),
+        }
+    }
+    assert_eq!(fs::read(&seg).unwrap(), bytes);
+}
+
+#[test]
+fn a_checkpoint_past_the_acknowledged_prefix_is_damage_not_a_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ledger = new_ledger(dir, 20);
+    ledger.close().unwrap();
+    drop(ledger);
+    // The checkpoint of size 20 proves 20 entries were acknowledged: losing
+    // index slots under it is damage, however much it looks like a crash.
+    set_len(&dir.join("index"), 18 * 8);
+    match verify(dir, &trusted(dir)) {
+        Err(LedgerError::Corrupt { file, reason, .. }) => {
+            assert_eq!(file, dir.join("checkpoints"));
+            assert!(reason.contains("18 are acknowledged"), "{reason}");
+        }
+        other => panic!("expected damage, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_record_with_a_later_segment_after_it_is_damage_not_a_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = LedgerConfig {
+        segment_bytes: 4096,
+        ..config()
+    };
+    let ledger = Ledger::create(dir, ORIGIN, cfg.clone()).unwrap();
+    for chunk in 0..4u64 {
+        ledger
+            .append_batch((chunk * 30..chunk * 30 + 30).map(record).collect())
+            .unwrap();
+    }
+    ledger.close().unwrap();
+    drop(ledger);
+    // Nothing acknowledged (as if index and nodes were lost), then a record
+    // of segment 2 garbled: a crash cannot do that with segment 3 present.
+    set_len(&dir.join("checkpoints"), 8);
+    set_len(&dir.join("index"), 0);
+    set_len(&dir.join("nodes"), 0);
+    let seg2 = dir.join("segments/00000002.seg");
+    assert!(dir.join("segments/00000003.seg").exists());
+    let mut bytes = fs::read(&seg2).unwrap();
+    bytes[30] ^= 0x01;
+    fs::write(&seg2, &bytes).unwrap();
+    for result in [
+        verify(dir, &trusted(dir)).map(|_| ()),
+        Ledger::open(dir, cfg.clone()).map(|_| ()),
+    ] {
+        match result {
+            Err(LedgerError::Corrupt { file, reason, .. }) => {
+                assert_eq!(file, seg2);
+                assert!(reason.contains(".seg follows"), "{reason}");
+            }
+            other => panic!("expected damage, got {other:?}"),
+        }
+    }
+    assert_eq!(fs::read(&seg2).unwrap(), bytes);
+}

@@ -66,6 +66,7 @@ pub struct KillSwitch {
     armed: AtomicBool,
     state: Mutex<KillState>,
     ledger: Arc<Ledger>,
+    random: RandomFill,
 }
 
 fn now_ns() -> i64 {
@@ -74,10 +75,21 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-fn nonce() -> String {
+/// Where random bytes come from: the system source ([`getrandom::fill`]) in
+/// production; tests inject a failing one.
+pub type RandomFill = fn(&mut [u8]) -> Result<(), getrandom::Error>;
+
+/// A fresh nonce, 16 random bytes in hex. A failing source is an error,
+/// never a fixed (zero) nonce, which would let a signature over an earlier
+/// arming disarm a later one.
+fn nonce(fill: RandomFill) -> Result<String> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).unwrap_or_default();
-    hex::encode(b)
+    fill(&mut b).map_err(|e| {
+        PolicyError::KillSwitch(format!(
+            "cannot make a nonce: the system random source failed ({e}); nothing was changed"
+        ))
+    })?;
+    Ok(hex::encode(b))
 }
 
 /// The persisted state in `dir`, if any, without opening the switch.
@@ -99,20 +111,33 @@ impl KillSwitch {
     /// Open the switch whose state lives in `dir`, recording to `ledger`. A
     /// trigger file present at open arms it.
     pub fn open(dir: &Path, ledger: Arc<Ledger>) -> Result<Arc<KillSwitch>> {
+        KillSwitch::open_with_random(dir, ledger, getrandom::fill)
+    }
+
+    /// [`KillSwitch::open`], taking its nonces from `random`.
+    pub fn open_with_random(
+        dir: &Path,
+        ledger: Arc<Ledger>,
+        random: RandomFill,
+    ) -> Result<Arc<KillSwitch>> {
         fs::create_dir_all(dir).map_err(PolicyError::io(dir))?;
-        let state = read_state(dir)?.unwrap_or_else(|| KillState {
-            armed: false,
-            by: "initial".into(),
-            reason: "never armed".into(),
-            since: now_ns(),
-            nonce: nonce(),
-            ledger_seq: None,
-        });
+        let state = match read_state(dir)? {
+            Some(state) => state,
+            None => KillState {
+                armed: false,
+                by: "initial".into(),
+                reason: "never armed".into(),
+                since: now_ns(),
+                nonce: nonce(random)?,
+                ledger_seq: None,
+            },
+        };
         let ks = Arc::new(KillSwitch {
             dir: dir.to_path_buf(),
             armed: AtomicBool::new(state.armed),
             state: Mutex::new(state),
             ledger,
+            random,
         });
         ks.poll_trigger()?;
         Ok(ks)
@@ -147,6 +172,8 @@ impl KillSwitch {
         if st.armed {
             return Ok(st.clone());
         }
+        // The nonce before anything changes: without one, nothing is armed.
+        let nonce = nonce(self.random)?;
         // Refuse decisions first, then make it durable and audited.
         self.armed.store(true, Ordering::SeqCst);
         let mut record = Record::new(by, "kill.arm", "ok");
@@ -158,7 +185,7 @@ impl KillSwitch {
             by: by.into(),
             reason: reason.into(),
             since: receipt.ts,
-            nonce: nonce(),
+            nonce,
             ledger_seq: Some(receipt.seq),
         };
         self.save(&next)?;
@@ -217,6 +244,7 @@ impl KillSwitch {
             .map(|k| format!("operator:{}", k.name()))
             .collect();
         let by = by.join(",");
+        let nonce = nonce(self.random)?;
         let mut record = Record::new(&by, "kill.disarm", "ok");
         record.subject = "kill_switch".into();
         record.reason = reason.into();
@@ -227,7 +255,7 @@ impl KillSwitch {
             by,
             reason: reason.into(),
             since: receipt.ts,
-            nonce: nonce(),
+            nonce,
             ledger_seq: Some(receipt.seq),
         };
         let trigger = self.trigger_path();
@@ -317,5 +345,70 @@ impl KillSwitch {
                 let _ = ks.arm(&format!("signal:SIGUSR1 from {from}"), "SIGUSR1 received");
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capsule_ledger::LedgerConfig;
+
+    fn failing(_: &mut [u8]) -> Result<(), getrandom::Error> {
+        Err(getrandom::Error::UNSUPPORTED)
+    }
+
+    fn ledger(dir: &Path) -> Arc<Ledger> {
+        Arc::new(
+            Ledger::create(
+                &dir.join("ledger"),
+                "capsule.test/kill",
+                LedgerConfig::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_failing_random_source_stops_arming_and_nothing_is_armed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let ledger = ledger(tmp.path());
+        fs::create_dir_all(&state).unwrap();
+        let saved = KillState {
+            armed: false,
+            by: "initial".into(),
+            reason: "never armed".into(),
+            since: 0,
+            nonce: "ab".repeat(16),
+            ledger_seq: None,
+        };
+        fs::write(state.join(STATE_FILE), serde_json::to_vec(&saved).unwrap()).unwrap();
+        let before = (ledger.size(), fs::read(state.join(STATE_FILE)).unwrap());
+        let ks = KillSwitch::open_with_random(&state, ledger.clone(), failing).unwrap();
+        let err = ks.arm("operator:test", "drill").unwrap_err().to_string();
+        assert!(err.contains("random source failed"), "{err}");
+        assert!(!ks.is_armed());
+        assert!(!ks.status().unwrap().state.armed);
+        assert_eq!(
+            (ledger.size(), fs::read(state.join(STATE_FILE)).unwrap()),
+            before
+        );
+        // The same switch with the system source arms, with a fresh nonce.
+        drop(ks);
+        let ks = KillSwitch::open(&state, ledger.clone()).unwrap();
+        let armed = ks.arm("operator:test", "drill").unwrap();
+        assert!(armed.armed && ks.is_armed());
+        assert_ne!(armed.nonce, saved.nonce);
+        assert_ne!(armed.nonce, hex::encode([0u8; 16]));
+    }
+
+    #[test]
+    fn a_failing_random_source_stops_a_first_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        match KillSwitch::open_with_random(&state, ledger(tmp.path()), failing) {
+            Err(e) => assert!(e.to_string().contains("random source failed"), "{e}"),
+            Ok(_) => panic!("opened with no nonce"),
+        }
     }
 }

@@ -43,6 +43,7 @@ pub mod lanes;
 pub mod levels;
 pub mod redecide;
 pub mod replay;
+pub mod reserved;
 pub mod rules;
 
 pub use autonomy::{Affect, Mode, Outcome, SafetyLevel};

@@ -17,6 +17,7 @@ use crate::auth::{Role, TokenFile};
 use crate::config::TEMPLATE;
 use anyhow::{bail, Context, Result};
 use capsule_ledger::keys::create_key_file;
+use capsule_ledger::layout::Layout;
 use capsule_ledger::{Ledger, LedgerConfig, LedgerError, NoteSigner};
 use capsule_policy::engine::CONFIG_FILE;
 use capsule_policy::rules::{DEFAULT_FILE, DEFAULT_POLICIES};
@@ -63,11 +64,21 @@ pub fn keys(data: &Path) -> PathBuf {
     data.join("keys")
 }
 
-/// A fresh ledger origin line: `capsule.local/audit/<16 random hex>`.
-pub fn new_origin() -> String {
+/// A fresh ledger origin line: `capsule.local/audit/<16 random hex>`. A
+/// failing system random source is an error, never a fixed origin (two
+/// logs must not share one).
+pub fn new_origin() -> Result<String> {
+    new_origin_with(getrandom::fill)
+}
+
+/// [`new_origin`] with the random bytes from `fill` (tests inject a failing
+/// source).
+pub fn new_origin_with(fill: fn(&mut [u8]) -> Result<(), getrandom::Error>) -> Result<String> {
     let mut b = [0u8; 8];
-    getrandom::fill(&mut b).unwrap_or_default();
-    format!("capsule.local/audit/{}", hex::encode(b))
+    fill(&mut b).map_err(|e| {
+        anyhow::anyhow!("cannot make a ledger origin: the system random source failed ({e})")
+    })?;
+    Ok(format!("capsule.local/audit/{}", hex::encode(b)))
 }
 
 /// Open `DATA/ledger` as its writer, creating it; `None` when a running
@@ -76,9 +87,28 @@ pub fn try_open_ledger(data: &Path) -> Result<Option<Arc<Ledger>>> {
     try_open_ledger_with(data, LedgerConfig::default())
 }
 
-pub fn try_open_ledger_with(data: &Path, config: LedgerConfig) -> Result<Option<Arc<Ledger>>> {
+/// [`try_open_ledger`] with `ledger_config`. In an initialised data
+/// directory (one with `capsule.toml`) the ledger must already exist: a
+/// missing or empty one is refused, naming its path, rather than replaced
+/// by an empty log that would hide the loss. Elsewhere it is created.
+pub fn try_open_ledger_with(
+    data: &Path,
+    ledger_config: LedgerConfig,
+) -> Result<Option<Arc<Ledger>>> {
     let dir = ledger(data);
-    match Ledger::open_or_create(&dir, &new_origin(), config) {
+    let opened = if config(data).exists() {
+        if !Layout::new(&dir).meta().exists() {
+            bail!(
+                "{}: the ledger of this initialised data directory is missing (no ledger.json); \
+                 refusing to start an empty one in its place: restore it from a backup",
+                dir.display()
+            );
+        }
+        Ledger::open(&dir, ledger_config)
+    } else {
+        Ledger::open_or_create(&dir, &new_origin()?, ledger_config)
+    };
+    match opened {
         Ok(l) => Ok(Some(Arc::new(l))),
         Err(LedgerError::Locked { .. }) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("opening the ledger in {}", dir.display())),
@@ -131,12 +161,22 @@ pub struct Initialized {
 /// policies with an operator and an approver key registered, the operator
 /// token. Refuses a directory that already has a `capsule.toml`.
 pub fn init(data: &Path) -> Result<Initialized> {
+    init_with(data, getrandom::fill)
+}
+
+/// [`init`] with the ledger origin's random bytes from `fill`; a failing
+/// source stops it before anything is written.
+pub fn init_with(
+    data: &Path,
+    fill: fn(&mut [u8]) -> Result<(), getrandom::Error>,
+) -> Result<Initialized> {
     if config(data).exists() {
         bail!(
             "{} already exists; this data directory is initialised",
             config(data).display()
         );
     }
+    let origin = new_origin_with(fill)?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let keys_dir = keys(data);
     std::fs::create_dir_all(&keys_dir)?;
@@ -164,7 +204,7 @@ pub fn init(data: &Path) -> Result<Initialized> {
         serde_json::to_string_pretty(&policy_config)? + "\n",
     )?;
 
-    let ledger = Ledger::create(&ledger(data), &new_origin(), LedgerConfig::default())?;
+    let ledger = Ledger::create(&ledger(data), &origin, LedgerConfig::default())?;
     let mut record = capsule_ledger::Record::new("cli:init", "capsule.init", "ok");
     record.subject = data.display().to_string();
     record.reason = "data directory created".into();
@@ -185,4 +225,33 @@ pub fn init(data: &Path) -> Result<Initialized> {
         operator_key,
         approver_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(_: &mut [u8]) -> Result<(), getrandom::Error> {
+        Err(getrandom::Error::UNSUPPORTED)
+    }
+
+    #[test]
+    fn a_failing_random_source_gives_no_origin() {
+        let err = new_origin_with(failing).unwrap_err().to_string();
+        assert!(err.contains("random source failed"), "{err}");
+        let origin = new_origin_with(getrandom::fill).unwrap();
+        assert!(origin.starts_with("capsule.local/audit/"), "{origin}");
+        assert_ne!(origin, "capsule.local/audit/0000000000000000");
+    }
+
+    #[test]
+    fn init_with_a_failing_random_source_fails_and_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let err = init_with(&data, failing).unwrap_err().to_string();
+        assert!(err.contains("random source failed"), "{err}");
+        assert!(!data.exists(), "init left {} behind", data.display());
+        init_with(&data, getrandom::fill).unwrap();
+        assert!(config(&data).exists());
+    }
 }
