@@ -72,7 +72,7 @@ fn copy_with(src: &Path, root: &Path, change: impl Fn(&mut AuditEntry)) -> PathB
     std::fs::create_dir_all(&dir).expect("mkdir");
     let to = Ledger::create(
         &data::ledger(&dir),
-        &data::new_origin(),
+        &data::new_origin().unwrap(),
         LedgerConfig::default(),
     )
     .expect("create");
