@@ -184,7 +184,9 @@ fn capsule_approvals_sign_through_the_service_runs_the_held_step_once() {
     .unwrap();
     let operator = init["operator_token"].as_str().unwrap().to_string();
     let judge: Value = serde_json::from_str(&ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
-        .args(["tokens", "add", "--role", "approver", "--name", "judge", "--json", "--data"])
+        .args([
+            "tokens", "add", "--role", "approver", "--name", "judge", "--json", "--data",
+        ])
         .arg(&data)
         .output()
         .unwrap()))
@@ -213,12 +215,18 @@ fn capsule_approvals_sign_through_the_service_runs_the_held_step_once() {
     // A reader-less token is refused by the service, naming the role.
     let out = sign("not-a-token");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
     let text = ok(sign(judge));
     assert!(text.contains("1 of 1 signatures, released"), "{text}");
     assert!(text.contains("ran once: kernel step 1"), "{text}");
     let out = sign(judge);
     assert!(!out.status.success(), "a second sign runs nothing");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("409"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{out:?}"
+    );
     unsafe_free_sigterm(&mut service.child);
 }

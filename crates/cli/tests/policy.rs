@@ -228,9 +228,18 @@ fn policy_show_levels_lists_every_action_with_its_risk_level_and_source() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert_eq!(line("object.delete", &text), "object.delete SEVERE 0.75 HIGH built in");
-    assert_eq!(line("system.exec", &text), "system.exec CATASTROPHIC 1 CRITICAL built in");
-    assert_eq!(line("brain.step", &text), "brain.step MINOR 0.25 LOW built in");
+    assert_eq!(
+        line("object.delete", &text),
+        "object.delete SEVERE 0.75 HIGH built in"
+    );
+    assert_eq!(
+        line("system.exec", &text),
+        "system.exec CATASTROPHIC 1 CRITICAL built in"
+    );
+    assert_eq!(
+        line("brain.step", &text),
+        "brain.step MINOR 0.25 LOW built in"
+    );
     std::fs::create_dir_all(data.join("policy")).unwrap();
     std::fs::write(
         data.join("policy/policy.json"),
@@ -273,7 +282,11 @@ fn policy_modification_writes_policy_json_and_records_the_change() {
     let cfg: Value =
         serde_json::from_slice(&std::fs::read(data.join("policy/policy.json")).unwrap()).unwrap();
     assert_eq!(cfg["modification_enabled"], true);
-    assert_eq!(cfg["approvers"].as_array().unwrap().len(), 1, "the rest is kept");
+    assert_eq!(
+        cfg["approvers"].as_array().unwrap().len(),
+        1,
+        "the rest is kept"
+    );
     let tail = ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
         .args(["audit", "--dir"])
         .arg(data.join("ledger"))
