@@ -6,165 +6,12 @@ use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use capsule_ledger::keys::load_key_file;
 use capsule_ledger::{LogReader, NoteSigner};
 use capsule_policy::killswitch::disarm_statement;
-use capsule_server::auth::{Role, TokenFile};
-use capsule_server::service::Service;
-use capsule_server::{data, Config};
+use capsule_server::data;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-/// The shared models directory, with both models fetched once.
-fn models_dir() -> &'static str {
-    static DIR: OnceLock<String> = OnceLock::new();
-    DIR.get_or_init(|| {
-        use capsule_models::fetch::{fetch_shared, shared_models_dir};
-        for spec in capsule_models::registry::ALL {
-            fetch_shared(&spec).unwrap();
-        }
-        shared_models_dir().display().to_string()
-    })
-}
-
-struct TestServer {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    base: String,
-    grpc: String,
-    metrics: String,
-    tokens: HashMap<&'static str, String>,
-    running: capsule_server::Running,
-    http: reqwest::Client,
-}
-
-/// Start a server on fresh data with tokens ops (operator), alice (agent),
-/// mallory (agent), viewer (reader), judge (approver). `prepare` may add
-/// policy files; `overrides` are CAPSULE_*__* settings.
-async fn start_with(overrides: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let made = data::init(&data).unwrap();
-    let mut tokens = HashMap::new();
-    tokens.insert("ops", made.operator_token);
-    let tokens_path = data.join("auth/tokens.json");
-    let mut file = TokenFile::load(&tokens_path).unwrap();
-    for (name, role) in [
-        ("alice", Role::Agent),
-        ("mallory", Role::Agent),
-        ("viewer", Role::Reader),
-        ("judge", Role::Approver),
-    ] {
-        tokens.insert(name, file.add(name, role).unwrap());
-    }
-    file.save(&tokens_path).unwrap();
-    prepare(&data);
-    let mut env: Vec<(String, String)> = [
-        ("CAPSULE_SERVER__HTTP", "127.0.0.1:0"),
-        ("CAPSULE_SERVER__GRPC", "127.0.0.1:0"),
-        ("CAPSULE_SERVER__METRICS", "127.0.0.1:0"),
-        ("CAPSULE_KERNEL__DIM", "16"),
-        ("CAPSULE_SECURITY__KILL_SWITCH_POLL_MS", "20"),
-        ("CAPSULE_MEMORY__MODELS", models_dir()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let config = Config::load(&data::config(&data), env).unwrap();
-    let running = capsule_server::start(Service::open(&data, config).unwrap())
-        .await
-        .unwrap();
-    let b = running.bound;
-    TestServer {
-        _dir: dir,
-        data,
-        base: format!("http://{}", b.http),
-        grpc: format!("http://{}", b.grpc),
-        metrics: format!("http://{}", b.metrics),
-        tokens,
-        running,
-        http: reqwest::Client::new(),
-    }
-}
-
-async fn start() -> TestServer {
-    start_with(&[], |_| {}).await
-}
-
-impl TestServer {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        who: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(who) = who {
-            req = req.bearer_auth(&self.tokens[who]);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, headers, body)
-    }
-
-    async fn post(&self, path: &str, who: &str, body: Value) -> (StatusCode, Value) {
-        let (s, _, b) = self
-            .call(reqwest::Method::POST, path, Some(who), Some(body))
-            .await;
-        (s, b)
-    }
-
-    async fn get(&self, path: &str, who: &str) -> (StatusCode, Value) {
-        let (s, _, b) = self.call(reqwest::Method::GET, path, Some(who), None).await;
-        (s, b)
-    }
-
-    async fn think(&self, who: &str, text: &str) -> (StatusCode, Value) {
-        self.post("/v1/think", who, json!({ "text": text })).await
-    }
-
-    async fn kernel_step(&self) -> u64 {
-        self.get("/v1/kernel/state", "viewer").await.1["step"]
-            .as_u64()
-            .unwrap()
-    }
-
-    /// Stop gracefully; check the ledger verifies, that every decision the
-    /// server reported is in it, and that its session replays bit for bit.
-    async fn finish(self, decisions: &[u64]) -> capsule_cortex::replay::ReplayReport {
-        self.running.stop().await.unwrap();
-        let dir = data::ledger(&self.data);
-        let reader = LogReader::open(&dir).unwrap();
-        let key = capsule_ledger::keys::KeyStore::new(&dir.join("keys"), "ledger")
-            .load_public(1)
-            .unwrap();
-        capsule_ledger::verify(&dir, &key).unwrap();
-        for &seq in decisions {
-            let e = reader.entry(seq).unwrap();
-            assert_eq!(e.record.meta["kind"], "policy.decision", "entry {seq}");
-        }
-        let report =
-            capsule_cortex::replay::replay(reader.size(), 0, |seq| reader.entry(seq)).unwrap();
-        assert!(report.matches(), "{report:?}");
-        report
-    }
-}
-
-fn error_of(body: &Value) -> (&str, Option<&str>) {
-    (body["error"].as_str().unwrap(), body["field"].as_str())
-}
+mod common;
+use common::{error_of, start, start_with, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_think_steps_the_kernel_and_reports_its_decision_and_ledger_entry() {
@@ -269,7 +116,7 @@ async fn a_policy_denial_is_403_with_the_explanation_and_is_recorded() {
         .post(
             "/v1/think",
             "alice",
-            json!({ "text": "unsure", "affect": { "confidence": 0.2, "empathy": 0.9, "safety": 0.99 } }),
+            json!({ "text": "unsure", "affect": { "confidence": 0.2 } }),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -482,13 +329,9 @@ async fn graceful_shutdown_loses_no_acknowledged_ledger_entry() {
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let TestServer {
-        _dir,
-        data,
-        running,
-        ..
-    } = s;
-    running.stop().await.unwrap();
+    let mut s = s;
+    s.stop().await;
+    let data = s.data.clone();
     let mut acked = Vec::new();
     for t in tasks {
         acked.extend(t.await.unwrap());

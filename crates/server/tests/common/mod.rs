@@ -164,6 +164,31 @@ impl TestServer {
             .unwrap()
     }
 
+    pub async fn think(&self, who: &str, text: &str) -> (StatusCode, Value) {
+        self.post("/v1/think", who, serde_json::json!({ "text": text }))
+            .await
+    }
+
+    /// Stop gracefully; check the ledger verifies, that every decision the
+    /// server reported is in it, and that its session replays bit for bit.
+    pub async fn finish(mut self, decisions: &[u64]) -> capsule_cortex::replay::ReplayReport {
+        self.stop().await;
+        let dir = data::ledger(&self.data);
+        let reader = capsule_ledger::LogReader::open(&dir).unwrap();
+        let key = capsule_ledger::keys::KeyStore::new(&dir.join("keys"), "ledger")
+            .load_public(1)
+            .unwrap();
+        capsule_ledger::verify(&dir, &key).unwrap();
+        for &seq in decisions {
+            let e = reader.entry(seq).unwrap();
+            assert_eq!(e.record.meta["kind"], "policy.decision", "entry {seq}");
+        }
+        let report =
+            capsule_cortex::replay::replay(reader.size(), 0, |seq| reader.entry(seq)).unwrap();
+        assert!(report.matches(), "{report:?}");
+        report
+    }
+
     /// The ledger entries so far (read through the API).
     pub async fn entries(&self) -> Vec<Value> {
         let (_, page) = self.get("/v1/audit?from=0&limit=1000", "viewer").await;
