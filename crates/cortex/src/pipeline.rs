@@ -1003,8 +1003,10 @@ impl Cortex {
     /// After a restart: settle the actions a crash interrupted (see
     /// `ApprovalQueue::recover`) and run every approved action the service
     /// can run that has not run yet, unless the kill switch is armed.
-    /// Returns the ids it ran.
-    pub fn resume_approvals(&self) -> Result<Vec<i64>> {
+    /// Returns each id it tried with why it did not run, if it did not (a
+    /// changed rule set voids it, a halted kernel refuses it): one action
+    /// that cannot run must not keep the service from starting.
+    pub fn resume_approvals(&self) -> Result<Vec<(i64, Option<String>)>> {
         let Some(queue) = &self.approvals else {
             return Ok(Vec::new());
         };
@@ -1019,8 +1021,7 @@ impl Cortex {
         }
         for a in approved {
             if HeldArgs::parse(&a).is_ok() {
-                self.release(a.id)?;
-                ran.push(a.id);
+                ran.push((a.id, self.release(a.id).err().map(|e| e.to_string())));
             }
         }
         Ok(ran)

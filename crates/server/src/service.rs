@@ -151,9 +151,13 @@ impl Service {
         cortex.record_session_start("service")?;
         // Actions a crash interrupted, or approved while the service was
         // down, run now (once).
-        let resumed = cortex.resume_approvals()?;
-        if !resumed.is_empty() {
-            tracing::info!(?resumed, "ran approved actions at start");
+        for (id, failed) in cortex.resume_approvals()? {
+            match failed {
+                None => tracing::info!(approval = id, "ran an approved action at start"),
+                Some(why) => {
+                    tracing::warn!(approval = id, %why, "an approved action did not run at start")
+                }
+            }
         }
 
         let svc = Arc::new(Service {

@@ -507,3 +507,92 @@ async fn a_step_that_drifts_from_its_intent_is_blocked_and_does_not_lock_the_lan
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_signed_while_stopped_runs_at_start_or_is_voided_without_stopping_the_start() {
+    use capsule_policy::approvals::ApprovalQueue;
+    let mut s = start().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, held) = s
+            .post(
+                "/v1/kernel/step",
+                "alice",
+                json!({"gw": [0.2], "risk": 0.75}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{held}");
+        ids.push(held["approval_id"].as_i64().unwrap());
+    }
+    s.stop().await;
+    // Signed offline (as `capsule approvals sign` without a token does).
+    {
+        let ledger = data::open_ledger(&s.data).unwrap();
+        let mut q = ApprovalQueue::open(&data::approvals(&s.data)).unwrap();
+        let signer = load_key_file(&data::keys(&s.data).join("approver.pem"), "approver").unwrap();
+        let (_, config) = data::load_policy(&s.data).unwrap();
+        for &id in &ids {
+            let digest = q.show(id).unwrap().digest;
+            let sig = B64.encode(signer.sign(approval_statement(id, &digest).as_bytes()));
+            q.sign(
+                id,
+                &signer.verifier().to_string(),
+                &sig,
+                &config.approver_keys().unwrap(),
+                &ledger,
+            )
+            .unwrap();
+        }
+        ledger.close().unwrap();
+    }
+    s.restart().await;
+    // Both ran at start, once each.
+    let entries = s.entries().await;
+    for &id in &ids {
+        assert_eq!(
+            s.get(&format!("/v1/approvals/{id}"), "viewer").await.1["status"],
+            "released"
+        );
+        assert_eq!(count(&entries, "kernel.step", id), 1);
+    }
+    // One approved while stopped under rules that then change: voided at
+    // start, and the service still starts.
+    let (_, held) = s
+        .post(
+            "/v1/kernel/step",
+            "alice",
+            json!({"gw": [0.3], "risk": 0.75}),
+        )
+        .await;
+    let id = held["approval_id"].as_i64().unwrap();
+    s.stop().await;
+    {
+        let ledger = data::open_ledger(&s.data).unwrap();
+        let mut q = ApprovalQueue::open(&data::approvals(&s.data)).unwrap();
+        let signer = load_key_file(&data::keys(&s.data).join("approver.pem"), "approver").unwrap();
+        let (_, config) = data::load_policy(&s.data).unwrap();
+        let digest = q.show(id).unwrap().digest;
+        let sig = B64.encode(signer.sign(approval_statement(id, &digest).as_bytes()));
+        q.sign(
+            id,
+            &signer.verifier().to_string(),
+            &sig,
+            &config.approver_keys().unwrap(),
+            &ledger,
+        )
+        .unwrap();
+        ledger.close().unwrap();
+    }
+    std::fs::write(
+        data::policy(&s.data).join("extra.cedar"),
+        "@id(\"no-net\")\nforbid (principal, action == Capsule::Action::\"net.open\", resource);\n",
+    )
+    .unwrap();
+    s.restart().await;
+    assert_eq!(
+        s.get(&format!("/v1/approvals/{id}"), "viewer").await.1["status"],
+        "void"
+    );
+    assert_eq!(count(&s.entries().await, "kernel.step", id), 0);
+    s.stop().await;
+}
