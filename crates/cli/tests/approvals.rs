@@ -94,7 +94,9 @@ fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Valu
     }
 }
 
-fn crash_at(point: &str) {
+/// `capsule init --json` in a temporary directory: (its guard, the data
+/// directory, the operator token).
+fn init() -> (tempfile::TempDir, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let init: Value = serde_json::from_str(&ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
@@ -104,6 +106,11 @@ fn crash_at(point: &str) {
         .unwrap()))
     .unwrap();
     let token = init["operator_token"].as_str().unwrap().to_string();
+    (dir, data, token)
+}
+
+fn crash_at(point: &str) {
+    let (_dir, data, token) = init();
 
     let mut first = up(&data, Some(point));
     let base = format!("http://{}", first.http);
@@ -122,18 +129,18 @@ fn crash_at(point: &str) {
         "signature": B64.encode(signer.sign(approval_statement(id, &digest).as_bytes())),
     });
     let sign_url = format!("{base}/v1/approvals/{id}/sign");
-    std::thread::spawn(move || call("POST", &sign_url, &token, Some(body)));
+    let signer_token = token.clone();
+    std::thread::spawn(move || call("POST", &sign_url, &signer_token, Some(body)));
     wait_for(&first.lines, &format!("paused at {point}"));
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
 
     // Restart: the interrupted release is settled (or run) once.
     let mut second = up(&data, None);
-    let token = init["operator_token"].as_str().unwrap();
     let (status, shown) = call(
         "GET",
         &format!("http://{}/v1/approvals/{id}", second.http),
-        token,
+        &token,
         None,
     );
     assert_eq!(status, 200, "{shown}");
@@ -174,15 +181,7 @@ fn a_crash_after_the_ledger_append_releases_once_after_restart() {
 
 #[test]
 fn capsule_approvals_sign_through_the_service_runs_the_held_step_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let init: Value = serde_json::from_str(&ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
-        .args(["init", "--json"])
-        .arg(&data)
-        .output()
-        .unwrap()))
-    .unwrap();
-    let operator = init["operator_token"].as_str().unwrap().to_string();
+    let (_dir, data, operator) = init();
     let judge: Value = serde_json::from_str(&ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
         .args([
             "tokens", "add", "--role", "approver", "--name", "judge", "--json", "--data",
@@ -212,7 +211,7 @@ fn capsule_approvals_sign_through_the_service_runs_the_held_step_once() {
             .output()
             .unwrap()
     };
-    // A reader-less token is refused by the service, naming the role.
+    // An unknown token is refused by the service (401).
     let out = sign("not-a-token");
     assert!(!out.status.success());
     assert!(

@@ -819,17 +819,26 @@ impl Cortex {
         decision_entry.meta["drift"] = serde_json::json!(drift);
         if decision.outcome.needs_approval() {
             if let Some(queue) = &self.approvals {
-                let args = serde_json::json!({
-                    "kind": if think.is_some() { "think" } else { "kernel.step" },
-                    "plan": plan,
-                    "lane": lane,
-                    "risk": asked.risk,
-                    "drift": drift,
-                    "text": think.as_ref().map(|c| c.text),
-                    "planner": think.as_ref().map(|c| c.planner),
-                    "model": think.as_ref().map(|c| &c.model),
-                    "caller": think.as_ref().map(|c| c.caller),
-                });
+                let held = HeldArgs {
+                    kind: if think.is_some() {
+                        "think"
+                    } else {
+                        "kernel.step"
+                    }
+                    .into(),
+                    plan: plan.clone(),
+                    lane,
+                    risk: asked.risk,
+                    drift,
+                    text: think.as_ref().map(|c| c.text.to_string()),
+                    planner: think.as_ref().map(|c| c.planner.to_string()),
+                    model: think.as_ref().and_then(|c| c.model.clone()),
+                    caller: think.as_ref().map(|c| c.caller),
+                };
+                let args = serde_json::to_value(&held).map_err(|e| CortexError::Invalid {
+                    field: "approval".into(),
+                    reason: e.to_string(),
+                })?;
                 return Err(self.hold(queue, &request, &decision, summary, decision_entry, args));
             }
         }
@@ -943,6 +952,7 @@ impl Cortex {
             }),
             None => None,
         };
+        let config = self.policy.config();
         let summary = DecisionSummary {
             outcome: "released".into(),
             reason: "approval".into(),
@@ -955,12 +965,8 @@ impl Cortex {
                 approval.digest
             ),
             would_pass: None,
-            mode: self.policy.config().mode.as_str().into(),
-            assessment: self
-                .policy
-                .config()
-                .levels
-                .assess(&approval.request.action, held.risk)?,
+            mode: config.mode.as_str().into(),
+            assessment: config.levels.assess(&approval.request.action, held.risk)?,
             drift: held.drift.clone(),
         };
         let done = match self.execute(
@@ -1276,9 +1282,12 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na.sqrt() * nb.sqrt())
 }
 
-/// The action a held approval carries (its `args`), as [`Cortex::run`]
-/// queued it.
+/// The action a held approval carries (its `args`): written by
+/// [`Cortex::run`] when policy holds it, read back by [`Cortex::release`].
+#[derive(Serialize, Deserialize)]
 struct HeldArgs {
+    /// `think` or `kernel.step`.
+    kind: String,
     plan: Plan,
     lane: Lane,
     risk: Option<f64>,
@@ -1291,23 +1300,11 @@ struct HeldArgs {
 
 impl HeldArgs {
     fn parse(a: &Approval) -> Result<HeldArgs> {
-        #[derive(Deserialize)]
-        struct Args {
-            kind: String,
-            plan: Plan,
-            lane: Lane,
-            risk: Option<f64>,
-            drift: Drift,
-            text: Option<String>,
-            planner: Option<String>,
-            model: Option<ModelOutput>,
-            caller: Option<crate::replay::CallerInputs>,
-        }
         let invalid = |reason: String| CortexError::Invalid {
             field: format!("approval/{}", a.id),
             reason,
         };
-        let args: Args = serde_json::from_value(a.request.args.clone())
+        let args: HeldArgs = serde_json::from_value(a.request.args.clone())
             .map_err(|e| invalid(format!("not an action the service runs: {e}")))?;
         if args.kind != "think" && args.kind != "kernel.step" {
             return Err(invalid(format!(
@@ -1318,15 +1315,6 @@ impl HeldArgs {
         if args.plan.op.as_str() != a.request.action {
             return Err(invalid("the plan's op is not the approved action".into()));
         }
-        Ok(HeldArgs {
-            plan: args.plan,
-            lane: args.lane,
-            risk: args.risk,
-            drift: args.drift,
-            text: args.text,
-            planner: args.planner,
-            model: args.model,
-            caller: args.caller,
-        })
+        Ok(args)
     }
 }

@@ -180,6 +180,17 @@ impl ApprovalQueue {
         Ok(ApprovalQueue { conn })
     }
 
+    /// Queue an action that needs `quorum` approver signatures (expiring
+    /// after the default 24 hours).
+    pub fn enqueue(&self, request: &ApprovalRequest, outcome: &str, quorum: u32) -> Result<i64> {
+        self.enqueue_for(
+            request,
+            outcome,
+            quorum,
+            crate::engine::DEFAULT_APPROVAL_TTL_S,
+        )
+    }
+
     /// Queue an action that needs `quorum` approver signatures and expires
     /// after `ttl_s` seconds.
     pub fn enqueue_for(
@@ -189,19 +200,6 @@ impl ApprovalQueue {
         quorum: u32,
         ttl_s: u64,
     ) -> Result<i64> {
-        let id = self.enqueue(request, outcome, quorum)?;
-        let expires = now_ns()
-            .saturating_add((ttl_s.min(i64::MAX as u64 / 1_000_000_000) as i64) * 1_000_000_000);
-        self.conn.execute(
-            "UPDATE approvals SET expires_ns = ?2 WHERE id = ?1",
-            params![id, expires],
-        )?;
-        Ok(id)
-    }
-
-    /// Queue an action that needs `quorum` approver signatures (expiring
-    /// after the default 24 hours).
-    pub fn enqueue(&self, request: &ApprovalRequest, outcome: &str, quorum: u32) -> Result<i64> {
         if quorum == 0 || quorum as usize > MAX_SIGNATURES {
             return Err(PolicyError::invalid(
                 "quorum",
@@ -221,7 +219,7 @@ impl ApprovalQueue {
         self.conn.execute(
             "INSERT INTO approvals (digest, request, outcome, quorum, status, created_ns, expires_ns) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
             params![request.digest(), String::from_utf8(canonical).expect("JSON is UTF-8"), outcome, quorum, now_ns(),
-                now_ns().saturating_add(crate::engine::DEFAULT_APPROVAL_TTL_S as i64 * 1_000_000_000)],
+                now_ns().saturating_add(ttl_s.min(i64::MAX as u64 / 1_000_000_000) as i64 * 1_000_000_000)],
         )?;
         Ok(self.conn.last_insert_rowid())
     }

@@ -153,17 +153,8 @@ impl KillSwitch {
     }
 
     fn save(&self, state: &KillState) -> Result<()> {
-        let path = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(state).expect("plain struct");
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(PolicyError::io(&path))
+        crate::durable::replace_file(&self.dir.join(STATE_FILE), &bytes)
     }
 
     /// Arm (idempotent: arming an armed switch records nothing new).

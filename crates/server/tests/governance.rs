@@ -9,7 +9,7 @@ use capsule_ledger::keys::load_key_file;
 use capsule_ledger::NoteSigner;
 use capsule_policy::approvals::approval_statement;
 use capsule_server::data;
-use common::{error_of, start, start_with, TestServer};
+use common::{error_of, set_policy_json, start, start_with, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -25,6 +25,23 @@ async fn sign(s: &TestServer, id: i64) -> (StatusCode, Value) {
     });
     s.post(&format!("/v1/approvals/{id}/sign"), "judge", body)
         .await
+}
+
+/// Sign approvals `ids` in DATA/approvals.db with the approver key, the
+/// service being stopped.
+fn sign_offline(data: &std::path::Path, ids: &[i64]) {
+    use capsule_policy::approvals::ApprovalQueue;
+    let ledger = data::open_ledger(data).unwrap();
+    let mut q = ApprovalQueue::open(&data::approvals(data)).unwrap();
+    let signer = load_key_file(&data::keys(data).join("approver.pem"), "approver").unwrap();
+    let keys = data::load_policy(data).unwrap().1.approver_keys().unwrap();
+    for &id in ids {
+        let digest = q.show(id).unwrap().digest;
+        let sig = B64.encode(signer.sign(approval_statement(id, &digest).as_bytes()));
+        q.sign(id, &signer.verifier().to_string(), &sig, &keys, &ledger)
+            .unwrap();
+    }
+    ledger.close().unwrap();
 }
 
 fn count(entries: &[Value], action: &str, approval: i64) -> usize {
@@ -288,10 +305,7 @@ async fn mode_and_modification_survive_a_restart_and_policy_json_reloads() {
     assert_eq!(p["modification_enabled"], true);
 
     // An edit of policy.json reloads like a .cedar file.
-    let path = data::policy(&s.data).join("policy.json");
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    cfg["mode"] = json!("autonomous");
-    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    set_policy_json(&s.data, "mode", json!("autonomous"));
     let mut mode = Value::Null;
     for _ in 0..100 {
         mode = s.get("/v1/policy", "viewer").await.1["mode"].clone();
@@ -302,7 +316,11 @@ async fn mode_and_modification_survive_a_restart_and_policy_json_reloads() {
     }
     assert_eq!(mode, "autonomous");
     // A bad one is refused and recorded; the active settings stay.
-    std::fs::write(&path, b"{\"mode\": \"reckless\"}").unwrap();
+    std::fs::write(
+        data::policy(&s.data).join("policy.json"),
+        b"{\"mode\": \"reckless\"}",
+    )
+    .unwrap();
     let mut rejected = false;
     for _ in 0..100 {
         rejected = s
@@ -323,10 +341,7 @@ async fn mode_and_modification_survive_a_restart_and_policy_json_reloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_expires_after_its_time_to_live_and_is_recorded() {
     let s = start_with(&[], |data| {
-        let path = data::policy(data).join("policy.json");
-        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        cfg["approval_ttl_s"] = json!(1);
-        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        set_policy_json(data, "approval_ttl_s", json!(1));
     })
     .await;
     let (status, held) = s
@@ -387,10 +402,7 @@ async fn a_held_grpc_step_names_its_approval() {
     use capsule_server::grpc::pb::brain_ai_client::BrainAiClient;
     use capsule_server::grpc::pb::StepRequest;
     let s = start_with(&[], |data| {
-        let path = data::policy(data).join("policy.json");
-        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        cfg["levels"] = json!({"brain.step": "severe"});
-        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        set_policy_json(data, "levels", json!({"brain.step": "severe"}));
     })
     .await;
     let mut client = BrainAiClient::connect(s.grpc.clone()).await.unwrap();
@@ -510,7 +522,6 @@ async fn a_step_that_drifts_from_its_intent_is_blocked_and_does_not_lock_the_lan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_signed_while_stopped_runs_at_start_or_is_voided_without_stopping_the_start() {
-    use capsule_policy::approvals::ApprovalQueue;
     let mut s = start().await;
     let mut ids = Vec::new();
     for _ in 0..2 {
@@ -526,25 +537,7 @@ async fn an_approval_signed_while_stopped_runs_at_start_or_is_voided_without_sto
     }
     s.stop().await;
     // Signed offline (as `capsule approvals sign` without a token does).
-    {
-        let ledger = data::open_ledger(&s.data).unwrap();
-        let mut q = ApprovalQueue::open(&data::approvals(&s.data)).unwrap();
-        let signer = load_key_file(&data::keys(&s.data).join("approver.pem"), "approver").unwrap();
-        let (_, config) = data::load_policy(&s.data).unwrap();
-        for &id in &ids {
-            let digest = q.show(id).unwrap().digest;
-            let sig = B64.encode(signer.sign(approval_statement(id, &digest).as_bytes()));
-            q.sign(
-                id,
-                &signer.verifier().to_string(),
-                &sig,
-                &config.approver_keys().unwrap(),
-                &ledger,
-            )
-            .unwrap();
-        }
-        ledger.close().unwrap();
-    }
+    sign_offline(&s.data, &ids);
     s.restart().await;
     // Both ran at start, once each.
     let entries = s.entries().await;
@@ -566,23 +559,7 @@ async fn an_approval_signed_while_stopped_runs_at_start_or_is_voided_without_sto
         .await;
     let id = held["approval_id"].as_i64().unwrap();
     s.stop().await;
-    {
-        let ledger = data::open_ledger(&s.data).unwrap();
-        let mut q = ApprovalQueue::open(&data::approvals(&s.data)).unwrap();
-        let signer = load_key_file(&data::keys(&s.data).join("approver.pem"), "approver").unwrap();
-        let (_, config) = data::load_policy(&s.data).unwrap();
-        let digest = q.show(id).unwrap().digest;
-        let sig = B64.encode(signer.sign(approval_statement(id, &digest).as_bytes()));
-        q.sign(
-            id,
-            &signer.verifier().to_string(),
-            &sig,
-            &config.approver_keys().unwrap(),
-            &ledger,
-        )
-        .unwrap();
-        ledger.close().unwrap();
-    }
+    sign_offline(&s.data, &[id]);
     std::fs::write(
         data::policy(&s.data).join("extra.cedar"),
         "@id(\"no-net\")\nforbid (principal, action == Capsule::Action::\"net.open\", resource);\n",

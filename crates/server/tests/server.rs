@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 mod common;
-use common::{error_of, start, start_with, TestServer};
+use common::{error_of, set_policy_json, start, start_with, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_think_steps_the_kernel_and_reports_its_decision_and_ledger_entry() {
@@ -481,10 +481,7 @@ async fn the_local_planner_recall_search_and_replay_work_end_to_end() {
             "CAPSULE_TEST_UNSET_ANTHROPIC_KEY",
         )],
         |data| {
-            let path = data::policy(data).join("policy.json");
-            let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            cfg["guardian"] = json!({"max_risk": 0.5, "max_drift": 1.0});
-            std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+            set_policy_json(data, "guardian", json!({"max_risk": 0.5, "max_drift": 1.0}));
         },
     )
     .await;

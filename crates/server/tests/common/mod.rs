@@ -196,6 +196,14 @@ impl TestServer {
     }
 }
 
+/// Set `key` of DATA/policy/policy.json to `value` (the rest is kept).
+pub fn set_policy_json(data: &Path, key: &str, value: Value) {
+    let path = data::policy(data).join("policy.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg[key] = value;
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+}
+
 pub fn error_of(body: &Value) -> (&str, Option<&str>) {
     (body["error"].as_str().unwrap(), body["field"].as_str())
 }
