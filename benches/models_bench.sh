@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Local model speed (issue 8): SmolLM2-135M-Instruct Q4_1 through Capsule's
-# LocalChat (llama.cpp linked by llama-cpp-2) beside llama.cpp's own
-# `llama-bench` on the same GGUF file, the same machine and the same thread
-# count, interleaved; then MiniLM embeddings/s at batch 1 and 32.
+# Local model speed (issues 8, 18): SmolLM2-135M-Instruct through Capsule's
+# LocalChat (candle's quantized llama, the Q4_1 matrices re-quantized to
+# Q8_0 at load) beside llama.cpp's own `llama-bench` on the same GGUF file,
+# the same machine and the same thread count, interleaved; then the local
+# planner's replies to the demo's prompts, and MiniLM embeddings/s at batch
+# 1 and 32.
 #
 #   benches/models_bench.sh
 #
-# Environment: THREADS (default 2), PROMPT (about this many prompt tokens,
+# Environment: THREADS (llama-bench's threads, default: the physical cores,
+# which is what candle uses), PROMPT (about this many prompt tokens,
 # default 64; llama-bench gets the exact count Capsule's prompt has), GEN
 # (generated tokens, default 64), ROUNDS (interleaved pairs, default 5; each
 # side does 5 timed runs per round and reports its median), LLAMA_BENCH_DIR
@@ -16,13 +19,14 @@
 # PyPI (it vendors the whole llama.cpp tree, llama-bench included; the
 # sources inside the llama-cpp-sys-2 crate leave the tools out), pinned by
 # SHA-256, and is built with cmake's defaults (GGML_NATIVE=ON: what a user
-# who builds llama.cpp gets).
+# who builds llama.cpp gets). cmake is installed with apt-get when missing:
+# only this benchmark needs it, never Capsule's build.
 set -euo pipefail
 shopt -s inherit_errexit
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-THREADS="${THREADS:-2}"
+THREADS="${THREADS:-$(lscpu -p=CORE | grep -v '^#' | sort -u | wc -l)}"
 PROMPT="${PROMPT:-64}"
 GEN="${GEN:-64}"
 ROUNDS="${ROUNDS:-5}"
@@ -48,6 +52,9 @@ SRC="$WORK/llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp"
 [ -d "$SRC" ] || tar xzf "$SDIST" -C "$WORK"
 LLAMA_BENCH="$WORK/build/bin/llama-bench"
 if [ ! -x "$LLAMA_BENCH" ]; then
+  if ! command -v cmake >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null
+  fi
   echo "building llama-bench (cmake defaults, Release) …"
   if ! { cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
@@ -69,7 +76,7 @@ echo "threads $THREADS, prompt $PROMPT tokens, generate $GEN tokens, $ROUNDS int
 OUT="$WORK/results.jsonl"
 : >"$OUT"
 for r in $(seq 1 "$ROUNDS"); do
-  line="$("$BIN" llm "$PROMPT" "$GEN" "$THREADS")"
+  line="$("$BIN" llm "$PROMPT" "$GEN")"
   echo "$line" | sed "s/^{/{\"round\":$r,/" >>"$OUT"
   # llama-bench processes exactly as many prompt tokens as the chat-template
   # rendering of Capsule's prompt has.
@@ -110,6 +117,11 @@ print(f"medians: generation {med(r['gen_tokens_per_s'] for r in o):.1f} vs {med(
 print(f"time to first token ({n_prompt}-token prompt): capsule {med(r['ttft_ms'] for r in o):.1f} ms; "
       f"llama.cpp's prompt time for the same length {1e3 * n_prompt / med(pp.values()):.1f} ms")
 EOF
+
+# --- The local planner's replies to the demo's prompts -------------------
+echo
+echo "plans of the demo's prompts (SmolLM2 under the plan grammar):"
+cargo run --release --quiet --locked -p capsule-cortex --example plans
 
 # --- MiniLM embeddings ---------------------------------------------------
 echo

@@ -20,6 +20,7 @@ pub struct Reply {
 
 impl ApiClient {
     pub fn new(base: &str, token: &str) -> Result<ApiClient> {
+        capsule_models::tls::install_crypto_provider();
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),

@@ -74,6 +74,7 @@ fn wait_for(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
 }
 
 fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    capsule_models::tls::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

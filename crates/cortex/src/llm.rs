@@ -241,8 +241,9 @@ impl Planner for LlmPlanner {
 /// and measure agreeing, and a plain-text rationale that cannot break out
 /// of its string.
 pub const PLAN_GRAMMAR: GrammarSpec = GrammarSpec {
-    gbnf: r#"root ::= "{\"op\": \"brain.step\", \"measure\": false, \"rationale\": \"" text "\"}" | "{\"op\": \"brain.measure\", \"measure\": true, \"rationale\": \"" text "\"}"
-text ::= [A-Za-z] [A-Za-z0-9 ,.;:'()?!-]{0,160}"#,
+    lark: r#"start: "{\"op\": \"brain.step\", \"measure\": false, \"rationale\": \"" TEXT "\"}"
+     | "{\"op\": \"brain.measure\", \"measure\": true, \"rationale\": \"" TEXT "\"}"
+TEXT: /[A-Za-z][A-Za-z0-9 ,.;:'()?!-]{0,160}/"#,
     close: "\"}",
 };
 

@@ -340,6 +340,7 @@ impl Http {
     ) -> Result<Self, RemoteConfigError> {
         config.validate()?;
         let endpoint = format!("{}{path}", config.base_url.trim_end_matches('/'));
+        capsule_models::tls::install_crypto_provider();
         let builder = Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)

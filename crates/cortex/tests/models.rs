@@ -31,7 +31,7 @@ fn embedder() -> Arc<dyn Embedder> {
 fn local_planner() -> Arc<LlmPlanner> {
     static P: OnceLock<Arc<LlmPlanner>> = OnceLock::new();
     P.get_or_init(|| {
-        let chat = LocalChat::load_smollm2(&models(&SMOLLM2), 2).unwrap();
+        let chat = LocalChat::load_smollm2(&models(&SMOLLM2)).unwrap();
         Arc::new(LlmPlanner::new(Arc::new(LocalModel::new(chat)), embedder()))
     })
     .clone()

@@ -1,12 +1,14 @@
 //! Benchmarks of the local models (run by benches/models_bench.sh):
 //!
 //!   cargo run --release --example models_bench -- embed
-//!   cargo run --release --example models_bench -- llm PROMPT_TOKENS GEN_TOKENS THREADS
+//!   cargo run --release --example models_bench -- llm PROMPT_TOKENS GEN_TOKENS
 //!   cargo run --release --example models_bench -- gguf
 //!
 //! `embed` prints embeddings/s at batch 1 and 32 (median of 5 rounds);
-//! `llm` prints prompt-processing and generation tokens/s and the time to
-//! first token of SmolLM2 (whole prompt processed, no cached first turn;
+//! `llm` prints the load time (and the Q4_1 → Q8_0 re-quantization's share
+//! of it), prompt-processing and generation tokens/s and the time to first
+//! token of SmolLM2 on candle (one thread per physical core, or
+//! `CANDLE_NUM_THREADS`; whole prompt processed, no cached first turn;
 //! greedy, unconstrained, so the token count is exactly GEN_TOKENS unless
 //! the model ends its turn), median of 5 runs, as
 //! JSON lines; `gguf` fetches SmolLM2 if needed and prints its GGUF's path
@@ -35,9 +37,9 @@ fn main() {
         }
         Some("llm") => {
             let n = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
-            llm(n(1, 64), n(2, 64), n(3, 2));
+            llm(n(1, 64), n(2, 64));
         }
-        _ => eprintln!("usage: models_bench embed | llm [PROMPT_TOKENS GEN_TOKENS THREADS] | gguf"),
+        _ => eprintln!("usage: models_bench embed | llm [PROMPT_TOKENS GEN_TOKENS] | gguf"),
     }
 }
 
@@ -70,8 +72,9 @@ fn embed() {
     }
 }
 
-fn llm(prompt_tokens: usize, gen_tokens: usize, threads: usize) {
-    let chat = LocalChat::load_smollm2(&models(&SMOLLM2), threads).expect("load SmolLM2");
+fn llm(prompt_tokens: usize, gen_tokens: usize) {
+    let chat = LocalChat::load_smollm2(&models(&SMOLLM2)).expect("load SmolLM2");
+    let load = &chat.load_report;
     // A prompt of about `prompt_tokens` tokens (one word ≈ one token here).
     let words: Vec<String> = (0..prompt_tokens.saturating_sub(12))
         .map(|i| ["state", "kernel", "ledger", "policy"][i % 4].to_string())
@@ -102,7 +105,10 @@ fn llm(prompt_tokens: usize, gen_tokens: usize, threads: usize) {
         ttft.push(first * 1e3);
     }
     println!(
-        "{{\"bench\":\"llm\",\"threads\":{threads},\"prompt_tokens\":{n_prompt},\"generated_tokens\":{n_gen},\"prompt_tokens_per_s\":{:.1},\"gen_tokens_per_s\":{:.1},\"ttft_ms\":{:.2}}}",
+        "{{\"bench\":\"llm\",\"load_ms\":{:.1},\"requantize_ms\":{:.1},\"requantized_tensors\":{},\"prompt_tokens\":{n_prompt},\"generated_tokens\":{n_gen},\"prompt_tokens_per_s\":{:.1},\"gen_tokens_per_s\":{:.1},\"ttft_ms\":{:.2}}}",
+        load.total_time.as_secs_f64() * 1e3,
+        load.requantize_time.as_secs_f64() * 1e3,
+        load.requantized_tensors,
         median(pp),
         median(tg),
         median(ttft)

@@ -5,8 +5,12 @@
 //! ([`registry`]); fetching, verifying and listing them under a data
 //! directory's `models/` ([`fetch`]); sentence embeddings — all-MiniLM-L6-v2
 //! on candle and the hash fallback — behind the [`Embedder`] trait
-//! ([`embed`]); and greedy, grammar-constrained generation with a GGUF
-//! chat model through llama.cpp ([`chat`]).
+//! ([`embed`]); greedy, grammar-constrained generation with a GGUF chat
+//! model on candle's quantized llama, its tokenizer and chat template
+//! taken from the GGUF ([`chat`], [`gguf_tokenizer`]); and the TLS set-up
+//! of the HTTPS clients ([`tls`]). Nothing here needs cmake, libclang or
+//! a system library: candle, llguidance and minijinja are Rust, and ring
+//! builds its assembly with the C compiler.
 //!
 //! **Must never:** fetch anything unless asked to (`capsule models fetch`);
 //! load a file whose SHA-256 is not the pinned one; fall back from one model
@@ -19,8 +23,10 @@
 //! sampling randomness).
 //!
 //! Hand-written here: the PEP 503 index lookup (one anchor on one page;
-//! pip is not a library) and the mean pooling of MiniLM (three tensor
-//! operations on candle's BERT).
+//! pip is not a library), the mean pooling of MiniLM (three tensor
+//! operations on candle's BERT) and the generation loop (see [`chat`]).
+//! Grammars are llguidance's (the library llama.cpp and vLLM use);
+//! chat templates are rendered by minijinja.
 
 #![forbid(unsafe_code)]
 
@@ -28,9 +34,11 @@ pub mod chat;
 pub mod embed;
 pub mod error;
 pub mod fetch;
+pub mod gguf_tokenizer;
 pub mod registry;
+pub mod tls;
 
-pub use chat::{Generation, GrammarSpec, LocalChat};
+pub use chat::{Generation, GrammarSpec, LoadReport, LocalChat};
 pub use embed::{dot, normalize, Embedder, HashEmbedder, MiniLm, MINILM_DIMS};
 pub use error::{ModelError, Result};
 pub use fetch::{fetch, require, status, Progress, Source, Status};

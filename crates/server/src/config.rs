@@ -94,8 +94,6 @@ pub const PLANNERS: [&str; 4] = ["hash", "local", "openai", "anthropic"];
 pub struct LlmSection {
     /// The planner a think uses when it names none.
     pub planner: String,
-    /// Threads the local model uses.
-    pub threads: usize,
     pub openai: RemoteSection,
     pub anthropic: RemoteSection,
 }
@@ -142,7 +140,6 @@ impl Default for LlmSection {
         use capsule_cortex::remote::RemoteConfig;
         LlmSection {
             planner: "hash".into(),
-            threads: 2,
             openai: RemoteSection::of(&RemoteConfig::openai()),
             anthropic: RemoteSection::of(&RemoteConfig::anthropic()),
         }
@@ -319,9 +316,6 @@ impl Config {
                 self.llm.planner,
                 PLANNERS.join(", ")
             );
-        }
-        if self.llm.threads == 0 || self.llm.threads > 256 {
-            bail!("llm.threads: must be in 1..=256");
         }
         for (name, r) in [
             ("openai", &self.llm.openai),
@@ -526,7 +520,6 @@ mod tests {
                 "llm.anthropic.timeout_ms",
             ),
             ("CAPSULE_MEMORY__EMBEDDER", "word2vec", "memory.embedder"),
-            ("CAPSULE_LLM__THREADS", "0", "llm.threads"),
         ] {
             let e = load("", &[(k, v)]).unwrap_err().to_string();
             assert!(e.starts_with(key), "{k}={v}: {e}");

@@ -257,7 +257,7 @@ fn chat_models(config: &Config, models: &Path) -> Result<Vec<Arc<dyn ChatModel>>
     ];
     let present = capsule_models::status(&SMOLLM2, models).ready;
     if present || config.llm.planner == "local" {
-        let chat = LocalChat::load_smollm2(models, config.llm.threads).with_context(|| {
+        let chat = LocalChat::load_smollm2(models).with_context(|| {
             format!(
                 "llm.planner = \"local\" needs SmolLM2: run `capsule models fetch smollm2 --models-dir {}`",
                 models.display()

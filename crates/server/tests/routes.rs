@@ -111,7 +111,10 @@ async fn start() -> TestServer {
         base: format!("http://{}", running.bound.http),
         tokens,
         running,
-        http: reqwest::Client::new(),
+        http: {
+            capsule_models::tls::install_crypto_provider();
+            reqwest::Client::new()
+        },
         object_id,
         approval_id,
     }

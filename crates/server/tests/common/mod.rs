@@ -84,7 +84,10 @@ pub async fn start_with(overrides: &[(&str, &str)], prepare: impl FnOnce(&Path))
         tokens,
         running: None,
         env,
-        http: reqwest::Client::new(),
+        http: {
+            capsule_models::tls::install_crypto_provider();
+            reqwest::Client::new()
+        },
     };
     s.restart().await;
     s
