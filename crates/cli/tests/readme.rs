@@ -249,6 +249,17 @@ fn readme_running_the_service_works_as_written_on_a_fresh_machine() {
         !m.work.join("capsule-data/models").exists(),
         "the data directory got its own copy of the models"
     );
+    // `capsule models list` resolves the same directory (and exits 1:
+    // SmolLM2, which these settings do not need, was not fetched).
+    let list = m.capsule(&["models", "list", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list[0]["name"], "minilm", "{list}");
+    assert_eq!(list[0]["ready"], true, "{list}");
+    assert_eq!(
+        list[0]["dir"].as_str(),
+        Some(models.join("minilm").to_str().unwrap()),
+        "{list}"
+    );
 
     // CAPSULE_TOKEN=... capsule think "check the backups"
     let url = format!("http://{http}");
