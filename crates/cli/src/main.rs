@@ -15,6 +15,7 @@ mod kernel_cmd;
 mod memory_cmd;
 mod models_cmd;
 mod policy_cmd;
+mod progress;
 mod service_cmd;
 mod store_cmd;
 

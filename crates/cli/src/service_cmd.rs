@@ -86,6 +86,12 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
         config.server.metrics = a;
     }
     config.validate()?;
+    // The CLI, not the service, fetches: the server crate does no network
+    // I/O of its own, and nothing of the data directory is opened (no
+    // ledger lock, no session record, no memory files) until every model
+    // the settings need is in place, so a refusal leaves nothing behind.
+    data::require_initialised(&dir)?;
+    crate::models_cmd::ensure_required(&dir, &config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let svc = capsule_server::service::Service::open(&dir, config)?;

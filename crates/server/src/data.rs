@@ -12,6 +12,9 @@
 //! DATA/auth/tokens.json  bearer tokens, hashed (path set by auth.tokens)
 //! DATA/keys/             operator.pem and approver.pem made by init (0600)
 //! ```
+//!
+//! The model files are not here: they live once per user (see
+//! `Config::models_dir`), unless `memory.models` says otherwise.
 
 use crate::auth::{Role, TokenFile};
 use crate::config::TEMPLATE;
@@ -34,6 +37,18 @@ pub fn data_dir(flag: Option<&Path>) -> PathBuf {
 
 pub fn config(data: &Path) -> PathBuf {
     data.join("capsule.toml")
+}
+
+/// Refuse a directory `capsule init` has not made, saying how to make it.
+pub fn require_initialised(data: &Path) -> Result<()> {
+    if !config(data).exists() {
+        bail!(
+            "{} is not a data directory (no capsule.toml); run `capsule init {}` first",
+            data.display(),
+            data.display()
+        );
+    }
+    Ok(())
 }
 
 pub fn ledger(data: &Path) -> PathBuf {

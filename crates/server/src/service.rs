@@ -59,13 +59,7 @@ impl Service {
     /// trigger watcher, the SIGUSR1 listener, the policy directory watcher
     /// and the SIGHUP reload (their threads end with the service).
     pub fn open(data: &Path, config: Config) -> Result<Arc<Service>> {
-        if !data::config(data).exists() {
-            bail!(
-                "{} is not a data directory (no capsule.toml); run `capsule init {}` first",
-                data.display(),
-                data.display()
-            );
-        }
+        data::require_initialised(data)?;
         let ledger_config = LedgerConfig {
             checkpoint_interval: Duration::from_millis(config.signing.checkpoint_interval_ms),
             ..LedgerConfig::default()
@@ -97,7 +91,7 @@ impl Service {
             std::fs::create_dir_all(dir)?;
         }
         let memory = Arc::new(EventStore::open(&events_path)?);
-        let models = data.join(&config.memory.models);
+        let models = config.models_dir(data);
         let embedder = open_embedder(&config.memory.embedder, &models)?;
         let index = Arc::new(VectorIndex::open(
             &data.join(&config.memory.vectors),
