@@ -130,6 +130,9 @@ struct State {
     job: Option<CheckpointJob>,
     /// The writer has stopped: the notary finishes its job and stops.
     notary_stop: bool,
+    /// The notary waits this long before writing its next checkpoint (see
+    /// `delay_next_checkpoint`).
+    notary_delay: Option<Duration>,
     /// The next group write fails with this reason (see `inject_write_failure`).
     inject_failure: Option<String>,
 }
@@ -301,6 +304,7 @@ impl Ledger {
                 latest: r.latest.clone(),
                 job: None,
                 notary_stop: false,
+                notary_delay: None,
                 inject_failure: None,
             }),
             wake_writer: Condvar::new(),
@@ -587,6 +591,14 @@ impl Ledger {
         self.shared.lock().inject_failure = Some(reason.to_string());
     }
 
+    /// Make the next checkpoint take `delay` longer to write, as a slow
+    /// disk would. For tests that appends do not wait for a checkpoint;
+    /// nothing else calls it.
+    #[doc(hidden)]
+    pub fn delay_next_checkpoint(&self, delay: Duration) {
+        self.shared.lock().notary_delay = Some(delay);
+    }
+
     /// Stop the writer after it has written everything queued and issued a
     /// final checkpoint. Further appends fail with [`LedgerError::Closed`].
     pub fn close(&self) -> Result<()> {
@@ -634,7 +646,11 @@ fn notarize(shared: &Shared, notes: &mut NoteWriter) {
             st = shared.wait(&shared.wake_notary, st);
             continue;
         };
+        let delay = st.notary_delay.take();
         drop(st);
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
         let cp = Checkpoint::sign(job.head, job.signer.as_ref());
         let written = notes.append(cp.text());
         st = shared.lock();
