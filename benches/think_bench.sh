@@ -6,6 +6,15 @@
 #   benches/think_bench.sh --baseline-only  the baseline alone
 #   THINK_PLANNER=local THINK_CONNS=1 DURATION=60s benches/think_bench.sh --capsule-only
 #                                           Capsule with the SmolLM2 planner
+#   benches/think_bench.sh --tails          issue 18: at concurrency 1, for each
+#                                           kernel d in THINK_DIMS (default "64 16"),
+#                                           think, kernel step, embedding and the
+#                                           HTTP floor (see think_wrk.lua), then
+#                                           the baseline; checks think p50 <= step
+#                                           p50 + embedding p50 + 0.5 ms and think
+#                                           p99 <= p50 + 2 ms
+#   THINK_BINARIES="before=OLD after=target/release/capsule" benches/think_bench.sh --tails
+#                                           the same, for two builds in one run
 #
 # Environment: CAPSULE (binary, default target/release/capsule), DURATION
 # (per run, default 10s), WARMUP (default 3s), THINK_CONNS (the wrk
@@ -29,7 +38,8 @@ case "${1:-}" in
   "") ;;
   --baseline-only) TARGETS=(baseline) ;;
   --capsule-only) TARGETS=(capsule) ;;
-  *) echo "usage: $0 [--baseline-only|--capsule-only]" >&2; exit 2 ;;
+  --tails) TARGETS=(tails) ;;
+  *) echo "usage: $0 [--baseline-only|--capsule-only|--tails]" >&2; exit 2 ;;
 esac
 
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -76,7 +86,108 @@ wait_ready() {  # wait_ready NAME PID URL LOG
   done
 }
 
-declare -A URL TOKEN
+# start_capsule NAME [VAR=VALUE...]: `capsule up` on fresh data with the
+# given environment; sets URL[NAME] and TOKEN[NAME].
+declare -A URL TOKEN BINARY
+start_capsule() {
+  local name="$1" port data models
+  shift
+  local CAPSULE="${BINARY[$name]:-$CAPSULE}"
+  port="$(free_port)"
+  URL[$name]="http://127.0.0.1:$port"
+  [ -x "$CAPSULE" ] || { echo "no Capsule binary at $CAPSULE (cargo build --release)" >&2; exit 1; }
+  data="$TMP/$name-data"
+  "$CAPSULE" init "$data" --json >"$TMP/$name-init.json"
+  TOKEN[$name]="$("$CAPSULE" tokens add --data "$data" --role agent --name bench --json | json_field token)"
+  models="${CAPSULE_MODELS:-${CAPSULE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/capsule}/models}"
+  "$CAPSULE" models fetch --models-dir "$models" >&2
+  env "$@" CAPSULE_MEMORY__MODELS="$models" CAPSULE_AUTH__RATE_LIMIT_PER_MINUTE=0 "$CAPSULE" up \
+    --data "$data" --http "127.0.0.1:$port" --grpc "127.0.0.1:$(free_port)" \
+    --metrics "127.0.0.1:$(free_port)" >"$TMP/$name.log" 2>&1 &
+  PIDS+=($!)
+  wait_ready "$name" $! "${URL[$name]}/healthz" "$TMP/$name.log"
+}
+
+# wrk_once NAME ENDPOINT DURATION -> one JSON line (concurrency 1); then
+# one think by hand, which waits behind a request wrk abandoned at the end.
+wrk_once() {
+  THINK_ENDPOINT="$2" THINK_TOKEN="${TOKEN[$1]}" wrk -t1 -c1 -d"$3" --timeout 10s -s "$LUA" \
+    "${URL[$1]}" | grep '^{"requests"'
+  curl -sf -o /dev/null --max-time 120 -X POST "${URL[$1]}/v1/think" \
+    -H "Authorization: Bearer ${TOKEN[$1]}" -H 'Content-Type: application/json' -d '{"text": "drain"}'
+}
+
+if [ "${TARGETS[*]}" = tails ]; then
+  : >"$OUT"
+  record() {  # record NAME D ENDPOINT LINE
+    python3 -c 'import json, sys
+print(json.dumps({"target": sys.argv[1], "d": int(sys.argv[2]), "endpoint": sys.argv[3],
+                  **json.loads(sys.argv[4]), "load1_before": float(sys.argv[5]),
+                  "nproc": int(sys.argv[6]), "cpu": sys.argv[7]}))' \
+      "$1" "$2" "$3" "$4" "$(cut -d' ' -f1 /proc/loadavg)" "$NPROC" "$CPU" >>"$OUT"
+    echo "  $1 d=$2 $3 (load $(cut -d' ' -f1 /proc/loadavg)): $4" >&2
+  }
+  builds=()
+  for named in ${THINK_BINARIES:-capsule=$CAPSULE}; do
+    builds+=("${named%%=*}")
+    BINARY[${named%%=*}-d]="${named#*=}"
+  done
+  for d in ${THINK_DIMS:-64 16}; do
+    for build in "${builds[@]}"; do
+      name="$build-d$d"
+      BINARY[$name]="${BINARY[$build-d]}"
+      start_capsule "$name" "CAPSULE_KERNEL__DIM=$d"
+      for endpoint in think step embed floor; do
+        wrk_once "$name" "$endpoint" "$WARMUP" >/dev/null
+      done
+      for endpoint in think step embed floor; do
+        record "$build" "$d" "$endpoint" "$(wrk_once "$name" "$endpoint" "$DURATION")"
+      done
+      # One service at a time: stop this one before the next starts.
+      kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+    done
+  done
+  TOKEN[baseline]="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+  port="$(free_port)"
+  URL[baseline]="http://127.0.0.1:$port"
+  THINK_TOKEN="${TOKEN[baseline]}" THINK_BASELINE_LEDGER="$TMP/baseline-ledger.jsonl" \
+    "$PY" "$ROOT/benches/think_baseline.py" serve "$port" >"$TMP/baseline.log" 2>&1 &
+  PIDS+=($!)
+  wait_ready baseline $! "${URL[baseline]}/healthz" "$TMP/baseline.log"
+  wrk_once baseline think "$WARMUP" >/dev/null
+  record baseline 64 think "$(wrk_once baseline think "$DURATION")"
+  echo
+  python3 - "$OUT" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+at = {(r["target"], r["d"], r["endpoint"]): r for r in rows}
+print("| target | d | endpoint | requests/s | p50 ms | p99 ms | max ms | errors |")
+print("|---|---:|---|---:|---:|---:|---:|---:|")
+for r in rows:
+    errors = str(r["errors"]) + (f" ({r['non2xx']} non-2xx)" if r["non2xx"] else "")
+    print(f"| {r['target']} | {r['d']} | {r['endpoint']} | {r['rps']:.1f} | {r['p50_ms']:.2f} "
+          f"| {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {errors} |")
+print()
+for b, d in sorted({(r["target"], r["d"]) for r in rows if r["target"] != "baseline"},
+                   key=lambda x: (x[0], -x[1])):
+    get = lambda e: at.get((b, d, e))
+    think, step, embed, floor = get("think"), get("step"), get("embed"), get("floor")
+    if not all((think, step, embed, floor)):
+        continue
+    # The embedding's own p50: the embed request less the HTTP floor.
+    emb = embed["p50_ms"] - floor["p50_ms"]
+    bound = step["p50_ms"] + emb + 0.5
+    tail = think["p50_ms"] + 2.0
+    ok = lambda b: "met" if b else "NOT met"
+    print(f"{b}, d = {d}: embedding p50 ~ {embed['p50_ms']:.2f} - {floor['p50_ms']:.2f} = {emb:.2f} ms; "
+          f"think p50 {think['p50_ms']:.2f} <= step p50 {step['p50_ms']:.2f} + {emb:.2f} + 0.5 "
+          f"= {bound:.2f}: {ok(think['p50_ms'] <= bound)}; "
+          f"think p99 {think['p99_ms']:.2f} <= p50 + 2 = {tail:.2f}: {ok(think['p99_ms'] <= tail)}")
+EOF
+  echo "raw: $OUT"
+  exit 0
+fi
+
 for target in "${TARGETS[@]}"; do
   port="$(free_port)"
   URL[$target]="http://127.0.0.1:$port"

@@ -4,6 +4,16 @@
 --
 -- Every request carries a different text (a dozen sentences, each with a
 -- per-thread counter), so no two requests plan the same workspace vector.
+--
+-- THINK_ENDPOINT picks what is timed (think_bench.sh --tails uses all four):
+--   think  POST /v1/think {"text"} (default)
+--   step   POST /v1/kernel/step {"gw", "measure"}: the kernel step's own
+--          path (policy, step, ledger) with a unit gw of 60 values, varied
+--   embed  POST /v1/memory/search {"query", "k": 1, "filter": {"kind":
+--          "bench.none"}}: the query is embedded, and the filter names a kind
+--          no vector has, so the search returns at once; HTTP + embedding
+--   floor  GET /v1/kernel/state: an authenticated request that computes
+--          nothing (cached observables); HTTP, auth and a blocking-thread hop
 -- done() prints one JSON line: requests, errors (connect + read + write +
 -- status + timeout), non2xx, duration_s, rps, p50_ms, p99_ms, max_ms.
 
@@ -11,8 +21,18 @@ local token = os.getenv("THINK_TOKEN") or ""
 -- THINK_PLANNER=local (etc.) names the planner in every request.
 local planner = os.getenv("THINK_PLANNER") or ""
 local planner_field = planner ~= "" and (', "planner": "' .. planner .. '"') or ""
-wrk.method = "POST"
-wrk.path = "/v1/think"
+local endpoint = os.getenv("THINK_ENDPOINT") or "think"
+local paths = {
+  think = "/v1/think",
+  step = "/v1/kernel/step",
+  embed = "/v1/memory/search",
+  floor = "/v1/kernel/state",
+}
+if paths[endpoint] == nil then
+  error("THINK_ENDPOINT must be think, step, embed or floor, not " .. endpoint)
+end
+wrk.method = endpoint == "floor" and "GET" or "POST"
+wrk.path = paths[endpoint]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. token
 
@@ -45,9 +65,36 @@ end
 local counter = 0
 non2xx = 0
 
+-- A unit workspace vector of 60 values from a per-thread LCG, and a
+-- measurement on every other step (as the hash planner's hash bit does).
+local seed = 12345
+local function step_body()
+  local gw, norm = {}, 0
+  for i = 1, 60 do
+    seed = (seed * 1103515245 + 12345 + id) % 2147483648
+    local x = seed / 2147483648 - 0.5
+    gw[i] = x
+    norm = norm + x * x
+  end
+  norm = math.sqrt(norm)
+  for i = 1, 60 do
+    gw[i] = string.format("%.6f", gw[i] / norm)
+  end
+  local measure = counter % 2 == 0 and "true" or "false"
+  return '{"gw": [' .. table.concat(gw, ", ") .. '], "measure": ' .. measure .. '}'
+end
+
 function request()
   counter = counter + 1
   local text = sentences[(counter % #sentences) + 1] .. " #" .. tostring(id) .. "-" .. counter
+  if endpoint == "step" then
+    return wrk.format(nil, nil, nil, step_body())
+  elseif endpoint == "embed" then
+    return wrk.format(nil, nil, nil,
+      '{"query": "' .. text .. '", "k": 1, "filter": {"kind": "bench.none"}}')
+  elseif endpoint == "floor" then
+    return wrk.format(nil, nil, nil, nil)
+  end
   return wrk.format(nil, nil, nil, '{"text": "' .. text .. '"' .. planner_field .. '}')
 end
 

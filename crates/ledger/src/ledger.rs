@@ -9,6 +9,12 @@
 //! nodes are on disk is known to be durable in its segment: recovery uses
 //! that ordering to tell a torn tail (truncated) from damage to
 //! acknowledged entries (refused).
+//!
+//! Nothing else runs on the writer's path: the index file's fsync runs on
+//! a helper thread beside the nodes file's, and checkpoints are signed and
+//! appended (with their own fsync) by a third thread, the notary, from the
+//! tree head the writer hands it, so a group commit never waits behind a
+//! checkpoint.
 
 use crate::checkpoints::{read_notes, NoteWriter};
 use crate::entry::{peek_action, AuditEntry, Record};
@@ -27,6 +33,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -104,6 +111,13 @@ struct Queued {
     rotate_to: Option<Arc<dyn NoteSigner>>,
 }
 
+/// A checkpoint for the notary to sign and append: the tree head at a
+/// durable size and the key in force for that size.
+struct CheckpointJob {
+    head: TreeHead,
+    signer: Arc<dyn NoteSigner>,
+}
+
 struct State {
     next_seq: u64,
     queue: VecDeque<Queued>,
@@ -112,6 +126,13 @@ struct State {
     closing: bool,
     want_checkpoint: bool,
     latest: Option<Checkpoint>,
+    /// The next checkpoint for the notary (a newer one replaces it).
+    job: Option<CheckpointJob>,
+    /// The writer has stopped: the notary finishes its job and stops.
+    notary_stop: bool,
+    /// The notary waits this long before writing its next checkpoint (see
+    /// `delay_next_checkpoint`).
+    notary_delay: Option<Duration>,
     /// The next group write fails with this reason (see `inject_write_failure`).
     inject_failure: Option<String>,
 }
@@ -124,6 +145,7 @@ struct Shared {
     keys: KeyStore,
     state: Mutex<State>,
     wake_writer: Condvar,
+    wake_notary: Condvar,
     progress: Condvar,
     signer: RwLock<Arc<dyn NoteSigner>>,
     rotating: Mutex<()>,
@@ -280,22 +302,34 @@ impl Ledger {
                 closing: false,
                 want_checkpoint: false,
                 latest: r.latest.clone(),
+                job: None,
+                notary_stop: false,
+                notary_delay: None,
                 inject_failure: None,
             }),
             wake_writer: Condvar::new(),
+            wake_notary: Condvar::new(),
             progress: Condvar::new(),
             signer: RwLock::new(signer.clone()),
             rotating: Mutex::new(()),
         });
+        let index_sync = IndexSync::start(&r.files.index, &shared.layout.index())?;
+        let notary_shared = shared.clone();
+        let mut notes = r.notes;
+        let notary = std::thread::Builder::new()
+            .name("ledger-notary".into())
+            .spawn(move || notarize(&notary_shared, &mut notes))
+            .map_err(LedgerError::io(dir))?;
         let writer = Writer {
             layout: shared.layout.clone(),
             segment_bytes: shared.config.segment_bytes,
             checkpoint_interval: shared.config.checkpoint_interval,
             origin: shared.origin.clone(),
             files: r.files,
+            index_sync,
             signer,
             last_checkpoint: Instant::now(),
-            last_checkpoint_size: r.latest.as_ref().map_or(0, |c| c.size()),
+            issued: r.latest.as_ref().map(|c| c.size()),
             records: Vec::new(),
             node_bytes: Vec::new(),
             slots: Vec::new(),
@@ -304,7 +338,16 @@ impl Ledger {
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer.run(&thread_shared))
+            .spawn(move || {
+                writer.run(&thread_shared);
+                // The notary writes the last job (the final checkpoint on
+                // close) and stops; the ledger is closed after that.
+                let mut st = thread_shared.lock();
+                st.notary_stop = true;
+                thread_shared.wake_notary.notify_all();
+                drop(st);
+                let _ = notary.join();
+            })
             .map_err(LedgerError::io(dir))?;
         Ok(Ledger {
             shared,
@@ -548,6 +591,14 @@ impl Ledger {
         self.shared.lock().inject_failure = Some(reason.to_string());
     }
 
+    /// Make the next checkpoint take `delay` longer to write, as a slow
+    /// disk would. For tests that appends do not wait for a checkpoint;
+    /// nothing else calls it.
+    #[doc(hidden)]
+    pub fn delay_next_checkpoint(&self, delay: Duration) {
+        self.shared.lock().notary_delay = Some(delay);
+    }
+
     /// Stop the writer after it has written everything queued and issued a
     /// final checkpoint. Further appends fail with [`LedgerError::Closed`].
     pub fn close(&self) -> Result<()> {
@@ -572,6 +623,93 @@ impl Drop for Ledger {
     }
 }
 
+/// Fail the ledger: no append is acknowledged from now on.
+fn fail(shared: &Shared, e: LedgerError) {
+    let mut st = shared.lock();
+    st.failed = Some(e.to_string());
+    st.queue.clear();
+    shared.progress.notify_all();
+    shared.wake_writer.notify_all();
+}
+
+/// The notary thread: sign each checkpoint job and append it to the
+/// checkpoints file (fsynced), then publish it as the latest. Jobs come in
+/// increasing size; one that arrives while another is written waits, and a
+/// newer one replaces it.
+fn notarize(shared: &Shared, notes: &mut NoteWriter) {
+    let mut st = shared.lock();
+    loop {
+        let Some(job) = st.job.take() else {
+            if st.notary_stop || st.failed.is_some() {
+                return;
+            }
+            st = shared.wait(&shared.wake_notary, st);
+            continue;
+        };
+        let delay = st.notary_delay.take();
+        drop(st);
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
+        let cp = Checkpoint::sign(job.head, job.signer.as_ref());
+        let written = notes.append(cp.text());
+        st = shared.lock();
+        match written {
+            Ok(_) => {
+                debug_assert!(st.latest.as_ref().is_none_or(|l| l.size() <= cp.size()));
+                st.latest = Some(cp);
+                shared.progress.notify_all();
+            }
+            Err(e) => {
+                drop(st);
+                fail(shared, e);
+                return;
+            }
+        }
+    }
+}
+
+/// The index file's fsync, on a thread of its own that lives as long as
+/// the writer, so it overlaps the nodes file's fsync without a thread being
+/// started for every group.
+struct IndexSync {
+    ask: SyncSender<()>,
+    done: Receiver<std::io::Result<()>>,
+}
+
+impl IndexSync {
+    fn start(index: &File, path: &Path) -> Result<IndexSync> {
+        let file = index.try_clone().map_err(LedgerError::io(path))?;
+        let (ask, asked) = sync_channel::<()>(1);
+        let (report, done) = sync_channel(1);
+        std::thread::Builder::new()
+            .name("ledger-fsync".into())
+            .spawn(move || {
+                // Ends when the writer drops `ask`.
+                for () in asked {
+                    if report.send(file.sync_data()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(LedgerError::io(path))?;
+        Ok(IndexSync { ask, done })
+    }
+
+    /// Start the fsync; [`IndexSync::wait`] returns its result.
+    fn begin(&self) -> std::io::Result<()> {
+        self.ask
+            .send(())
+            .map_err(|_| std::io::Error::other("the fsync thread stopped"))
+    }
+
+    fn wait(&self) -> std::io::Result<()> {
+        self.done
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the fsync thread stopped")))
+    }
+}
+
 /// The writer thread's files and tree.
 struct Writer {
     layout: Layout,
@@ -579,9 +717,12 @@ struct Writer {
     checkpoint_interval: Duration,
     origin: String,
     files: TailFiles,
+    index_sync: IndexSync,
     signer: Arc<dyn NoteSigner>,
+    /// When the last checkpoint job was handed to the notary.
     last_checkpoint: Instant,
-    last_checkpoint_size: u64,
+    /// The size of the newest checkpoint issued or handed to the notary.
+    issued: Option<u64>,
     records: Vec<u8>,
     node_bytes: Vec<u8>,
     slots: Vec<u8>,
@@ -592,10 +733,21 @@ impl Writer {
         loop {
             let mut st = shared.lock();
             loop {
-                if !st.queue.is_empty() || st.want_checkpoint || st.closing {
+                if st.failed.is_some() {
+                    return;
+                }
+                if !st.queue.is_empty() || st.closing {
                     break;
                 }
-                if st.durable > self.last_checkpoint_size {
+                if st.want_checkpoint {
+                    if self.stale(st.durable) {
+                        break;
+                    }
+                    // A checkpoint covering everything durable is issued;
+                    // the notary wakes the caller when it is written.
+                    st.want_checkpoint = false;
+                }
+                if self.issued.is_some_and(|s| st.durable > s) {
                     let due = self
                         .checkpoint_interval
                         .saturating_sub(self.last_checkpoint.elapsed());
@@ -627,7 +779,7 @@ impl Writer {
                     None => self.write(&batch),
                 };
                 if let Err(e) = written {
-                    self.fail(shared, e);
+                    fail(shared, e);
                     return;
                 }
                 let mut st = shared.lock();
@@ -644,36 +796,34 @@ impl Writer {
 
             let mut st = shared.lock();
             let durable = st.durable;
-            // An empty log gets a checkpoint (of size 0) when one is asked for.
-            let stale = durable > self.last_checkpoint_size || st.latest.is_none();
             let due = self.last_checkpoint.elapsed() >= self.checkpoint_interval;
-            if stale && (due || st.want_checkpoint || closing) {
-                drop(st);
-                let cp = match self.checkpoint(durable) {
-                    Ok(cp) => cp,
-                    Err(e) => {
-                        self.fail(shared, e);
-                        return;
-                    }
-                };
-                st = shared.lock();
-                st.latest = Some(cp);
-            }
-            if st.want_checkpoint && st.latest.as_ref().is_some_and(|c| c.size() >= st.durable) {
+            if self.stale(durable) && (due || st.want_checkpoint || closing) {
+                debug_assert_eq!(durable, self.files.frontier.size());
+                // The root is read from the frontier here (cheap); signing
+                // and the fsync of the note are the notary's.
+                st.job = Some(CheckpointJob {
+                    head: TreeHead {
+                        origin: self.origin.clone(),
+                        size: durable,
+                        root: self.files.frontier.root(),
+                    },
+                    signer: self.signer.clone(),
+                });
+                self.issued = Some(durable);
+                self.last_checkpoint = Instant::now();
                 st.want_checkpoint = false;
+                shared.wake_notary.notify_one();
             }
-            shared.progress.notify_all();
             if closing {
                 return;
             }
         }
     }
 
-    fn fail(&self, shared: &Shared, e: LedgerError) {
-        let mut st = shared.lock();
-        st.failed = Some(e.to_string());
-        st.queue.clear();
-        shared.progress.notify_all();
+    /// Whether a checkpoint of `durable` entries is yet to be issued (an
+    /// empty log gets one, of size 0, when one is asked for).
+    fn stale(&self, durable: u64) -> bool {
+        self.issued.is_none_or(|s| durable > s)
     }
 
     /// Write one group: records, fsync; nodes and index slots, fsync.
@@ -734,16 +884,13 @@ impl Writer {
             .map_err(LedgerError::io(&index_path))?;
         // The two fsyncs are independent; overlapping them saves one
         // device round trip per group.
-        let (nodes, index) = (&self.files.nodes, &self.files.index);
-        std::thread::scope(|s| {
-            let index_sync = s.spawn(|| index.sync_data());
-            let nodes_sync = nodes.sync_data();
-            let index_sync = index_sync
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")));
-            nodes_sync.map_err(LedgerError::io(&nodes_path))?;
-            index_sync.map_err(LedgerError::io(&index_path))
-        })
+        self.index_sync
+            .begin()
+            .map_err(LedgerError::io(&index_path))?;
+        let nodes_sync = self.files.nodes.sync_data();
+        let index_sync = self.index_sync.wait();
+        nodes_sync.map_err(LedgerError::io(&nodes_path))?;
+        index_sync.map_err(LedgerError::io(&index_path))
     }
 
     fn flush_records(&mut self) -> Result<()> {
@@ -759,20 +906,6 @@ impl Writer {
         self.records.clear();
         Ok(())
     }
-
-    fn checkpoint(&mut self, size: u64) -> Result<Checkpoint> {
-        debug_assert_eq!(size, self.files.frontier.size());
-        let head = TreeHead {
-            origin: self.origin.clone(),
-            size,
-            root: self.files.frontier.root(),
-        };
-        let cp = Checkpoint::sign(head, self.signer.as_ref());
-        self.files.notes.append(cp.text())?;
-        self.last_checkpoint = Instant::now();
-        self.last_checkpoint_size = size;
-        Ok(cp)
-    }
 }
 
 /// The files the writer appends to, positioned at their ends, and the tree.
@@ -782,13 +915,13 @@ struct TailFiles {
     segment_len: u64,
     index: File,
     nodes: File,
-    notes: NoteWriter,
     frontier: Frontier,
 }
 
 /// What recovery hands to the writer.
 struct Recovered {
     files: TailFiles,
+    notes: NoteWriter,
     report: Recovery,
     latest: Option<Checkpoint>,
     current_key: VerifierKey,
@@ -899,9 +1032,9 @@ fn recover(
             segment_len,
             index,
             nodes,
-            notes: NoteWriter::open(&notes_path, notes.end)?,
             frontier,
         },
+        notes: NoteWriter::open(&notes_path, notes.end)?,
         report: recovery,
         latest,
         current_key: schedule.current().clone(),

@@ -177,6 +177,30 @@ fn checkpoints_are_issued_on_demand_and_on_a_timer() {
 }
 
 #[test]
+fn appends_are_acknowledged_while_a_checkpoint_is_being_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = std::sync::Arc::new(new_ledger(tmp.path(), 3));
+    ledger.delay_next_checkpoint(Duration::from_secs(3));
+    let asker = ledger.clone();
+    let checkpoint = std::thread::spawn(move || asker.checkpoint().unwrap());
+    // Give the checkpoint time to be under way.
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    for i in 3..6 {
+        ledger.append(record(i)).unwrap();
+    }
+    let appended = started.elapsed();
+    assert!(
+        appended < Duration::from_secs(2),
+        "three appends took {appended:?} while a checkpoint was written"
+    );
+    let cp = checkpoint.join().unwrap();
+    assert_eq!(cp.size(), 3);
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    assert_eq!(ledger.checkpoint().unwrap().size(), 6);
+}
+
+#[test]
 fn an_empty_ledger_checkpoints_the_empty_tree() {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = new_ledger(tmp.path(), 0);

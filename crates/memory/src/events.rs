@@ -8,6 +8,7 @@
 //! ```
 
 use crate::error::{MemoryError, Result};
+use crate::wal::{Checkpointer, WalConfig};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -114,6 +115,8 @@ struct Inner {
 pub struct EventStore {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Checkpoints the WAL on its own thread, so appends never do.
+    _checkpointer: Checkpointer,
 }
 
 impl std::fmt::Debug for EventStore {
@@ -277,8 +280,16 @@ impl EventStore {
     ///
     /// WAL journal with `synchronous = NORMAL`: an append does not wait for
     /// an fsync, so a power loss may drop the newest events but never
-    /// corrupts the file. The audit ledger is the durable record.
+    /// corrupts the file. The audit ledger is the durable record. The WAL is
+    /// checkpointed by a background thread ([`WalConfig::default`]), not by
+    /// appends.
     pub fn open(path: &Path) -> Result<EventStore> {
+        EventStore::open_with(path, &WalConfig::default())
+    }
+
+    /// [`EventStore::open`] with the WAL checkpointed as `wal` says.
+    pub fn open_with(path: &Path, wal: &WalConfig) -> Result<EventStore> {
+        wal.check()?;
         let mut conn = Connection::open(path).map_err(MemoryError::sqlite(path, "open"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(MemoryError::sqlite(path, "set busy timeout"))?;
@@ -335,6 +346,8 @@ impl EventStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(MemoryError::sqlite(path, "read last event"))?;
+        wal.apply(&conn, path)?;
+        let checkpointer = Checkpointer::start(path, wal)?;
         Ok(EventStore {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
@@ -342,6 +355,7 @@ impl EventStore {
                 last_ts,
                 last_id,
             }),
+            _checkpointer: checkpointer,
         })
     }
 

@@ -21,6 +21,9 @@
 //! The store runs SQLite in WAL mode with `synchronous = NORMAL`: a crash of
 //! the machine may lose the last few events, never corrupt the file. The
 //! audit ledger, not this store, is the durable record of what happened.
+//! Both SQLite files here are checkpointed by a background thread
+//! (`wal.rs`), so an append or add never waits for an fsync; the log is
+//! bounded by a commit-path checkpoint past [`WalConfig::backstop_pages`].
 //!
 //! **Vector recall** (SPEC M2, [`VectorIndex`]) keeps unit-length
 //! embeddings (384-d for MiniLM) in a SQLite table, the source of truth,
@@ -44,6 +47,7 @@
 pub mod error;
 pub mod events;
 pub mod vector;
+pub mod wal;
 
 pub use error::{MemoryError, Result};
 pub use events::{
@@ -55,3 +59,4 @@ pub use vector::{
     Filter, Hit, NewVector, Recovery, VectorIndex, CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH,
     MAX_BATCH, MAX_CONCURRENT_OPS, MAX_DIMS, MAX_EXPANSION_SEARCH, MAX_K, VECTOR_SCHEMA_VERSION,
 };
+pub use wal::{WalConfig, MAX_BACKSTOP_PAGES};

@@ -16,6 +16,7 @@
 
 use crate::error::{MemoryError, Result};
 use crate::events::{check_name, MAX_KIND_BYTES, MAX_LANE_BYTES};
+use crate::wal::{Checkpointer, WalConfig};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -213,6 +214,8 @@ pub struct VectorIndex {
     /// Changed since the index file was last written.
     dirty: AtomicBool,
     recovery: Recovery,
+    /// Checkpoints `vectors.sqlite`'s WAL on its own thread, so adds never do.
+    _checkpointer: Checkpointer,
 }
 
 impl std::fmt::Debug for VectorIndex {
@@ -408,6 +411,9 @@ impl VectorIndex {
         let index_path = dir.join(INDEX_FILE);
         utf8(&index_path)?;
         let conn = open_db(&db_path, dims)?;
+        let wal = WalConfig::default();
+        wal.apply(&conn, &db_path)?;
+        let checkpointer = Checkpointer::start(&db_path, &wal)?;
         let labels = load_labels(&conn, &db_path)?;
         let mut this = VectorIndex {
             dims,
@@ -423,6 +429,7 @@ impl VectorIndex {
             ef_search: AtomicUsize::new(EXPANSION_SEARCH),
             dirty: AtomicBool::new(false),
             recovery: Recovery::Loaded,
+            _checkpointer: checkpointer,
         };
         this.recovery = this.recover()?;
         this.dirty

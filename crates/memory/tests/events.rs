@@ -472,3 +472,118 @@ proptest! {
         prop_assert_eq!(store.get(stored.id).unwrap(), stored);
     }
 }
+
+mod wal {
+    use super::new;
+    use capsule_memory::{EventStore, MemoryError, WalConfig};
+    use serde_json::json;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    const PAGE: u64 = 4096;
+
+    fn len(path: &Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+
+    /// Append events of about 3 KiB each until the WAL holds `pages` pages.
+    fn fill(store: &EventStore, wal: &Path, pages: u64) {
+        let text = "x".repeat(3000);
+        let mut n = 0;
+        while len(wal) < pages * PAGE {
+            store
+                .append(new("think", "g", json!({ "text": text })))
+                .unwrap();
+            n += 1;
+            assert!(n < 100_000, "the WAL never reached {pages} pages");
+        }
+    }
+
+    #[test]
+    fn appends_leave_the_wal_to_the_background_checkpointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("events.db");
+        let wal = dir.path().join("events.db-wal");
+        // No background checkpoint during the test: SQLite's default would
+        // have checkpointed (and so fsynced) inside the commit at 1000 pages.
+        let config = WalConfig {
+            checkpoint_interval: Duration::from_secs(3600),
+            ..WalConfig::default()
+        };
+        let store = EventStore::open_with(&db, &config).unwrap();
+        let db_len = len(&db);
+        fill(&store, &wal, 1500);
+        assert_eq!(
+            len(&db),
+            db_len,
+            "an append copied the WAL into the database"
+        );
+    }
+
+    #[test]
+    fn the_background_checkpointer_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("events.db");
+        let wal = dir.path().join("events.db-wal");
+        let config = WalConfig {
+            checkpoint_interval: Duration::from_millis(20),
+            ..WalConfig::default()
+        };
+        let store = EventStore::open_with(&db, &config).unwrap();
+        let db_len = len(&db);
+        fill(&store, &wal, 50);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while len(&db) < db_len + 10 * PAGE {
+            assert!(Instant::now() < deadline, "no checkpoint within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn the_backstop_bounds_the_wal_when_no_background_checkpoint_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("events.db");
+        let wal = dir.path().join("events.db-wal");
+        let config = WalConfig {
+            checkpoint_interval: Duration::from_secs(3600),
+            backstop_pages: 100,
+        };
+        let store = EventStore::open_with(&db, &config).unwrap();
+        let text = "x".repeat(3000);
+        for _ in 0..2000 {
+            store
+                .append(new("think", "g", json!({ "text": text })))
+                .unwrap();
+            // The commit that passes the backstop checkpoints; the next one
+            // restarts the log from its beginning.
+            assert!(len(&wal) <= 110 * PAGE, "WAL of {} bytes", len(&wal));
+        }
+    }
+
+    #[test]
+    fn a_wal_config_out_of_bounds_is_refused_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("events.db");
+        for (config, field) in [
+            (
+                WalConfig {
+                    backstop_pages: 0,
+                    ..WalConfig::default()
+                },
+                "backstop_pages",
+            ),
+            (
+                WalConfig {
+                    checkpoint_interval: Duration::ZERO,
+                    ..WalConfig::default()
+                },
+                "checkpoint_interval",
+            ),
+        ] {
+            match EventStore::open_with(&db, &config) {
+                Err(MemoryError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected Invalid {field}, got {other:?}"),
+            }
+        }
+    }
+}

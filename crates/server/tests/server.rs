@@ -48,6 +48,42 @@ async fn a_think_steps_the_kernel_and_reports_its_decision_and_ledger_entry() {
     s.finish(&[seq - 1, d2]).await;
 }
 
+/// The durability invariant over HTTP: a think is answered only once its
+/// ledger entries are durable, so a think whose group write fails (as a
+/// failing disk would) gets 503 and leaves no step, event or entry behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_think_whose_ledger_entry_is_not_durable_is_not_answered_ok() {
+    let mut s = start().await;
+    let (status, first) = s.think("alice", "a durable thought").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let service = s.service.clone().unwrap();
+    let events = service.cortex.memory().count().unwrap();
+    let durable = service.ledger.size();
+    service
+        .ledger
+        .inject_write_failure("injected: the disk failed");
+    let (status, r) = s.think("alice", "a thought the disk loses").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{r}");
+    assert_eq!(error_of(&r).0, "ledger_unavailable", "{r}");
+    assert_eq!(s.kernel_step().await, 1);
+    assert_eq!(service.cortex.memory().count().unwrap(), events);
+    assert_eq!(service.ledger.size(), durable);
+    // Nothing after the failure is acknowledged either.
+    let (status, _) = s.post("/v1/kernel/step", "alice", json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    drop(service);
+    // The failed ledger refuses its final checkpoint; the log on disk holds
+    // exactly the acknowledged entries.
+    let _ = s.running.take().unwrap().stop().await;
+    s.service = None;
+    let reader = LogReader::open(&data::ledger(&s.data)).unwrap();
+    assert_eq!(reader.size(), durable);
+    let thinks = (0..reader.size())
+        .filter(|&seq| reader.entry(seq).unwrap().record.action == "think")
+        .count();
+    assert_eq!(thinks, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_critic_refuses_a_wrong_workspace_with_400_naming_the_field() {
     let s = start_with(&[("CAPSULE_KERNEL__DIM", "64")], |_| {}).await;

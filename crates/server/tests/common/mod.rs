@@ -33,6 +33,8 @@ pub struct TestServer {
     pub metrics: String,
     pub tokens: HashMap<&'static str, String>,
     pub running: Option<capsule_server::Running>,
+    /// The running service, for tests that reach behind the API.
+    pub service: Option<std::sync::Arc<Service>>,
     pub env: Vec<(String, String)>,
     pub http: reqwest::Client,
 }
@@ -83,6 +85,7 @@ pub async fn start_with(overrides: &[(&str, &str)], prepare: impl FnOnce(&Path))
         metrics: String::new(),
         tokens,
         running: None,
+        service: None,
         env,
         http: {
             capsule_models::tls::install_crypto_provider();
@@ -103,10 +106,12 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.stop().await.unwrap();
         }
+        // The old service must be gone: it holds the ledger's lock.
+        self.service = None;
         let config = Config::load(&data::config(&self.data), self.env.clone()).unwrap();
-        let running = capsule_server::start(Service::open(&self.data, config).unwrap())
-            .await
-            .unwrap();
+        let service = Service::open(&self.data, config).unwrap();
+        self.service = Some(service.clone());
+        let running = capsule_server::start(service).await.unwrap();
         let b = running.bound;
         self.base = format!("http://{}", b.http);
         self.grpc = format!("http://{}", b.grpc);
@@ -118,6 +123,7 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.stop().await.unwrap();
         }
+        self.service = None;
     }
 
     pub async fn call(
