@@ -11,6 +11,9 @@ local token = os.getenv("THINK_TOKEN") or ""
 -- THINK_PLANNER=local (etc.) names the planner in every request.
 local planner = os.getenv("THINK_PLANNER") or ""
 local planner_field = planner ~= "" and (', "planner": "' .. planner .. '"') or ""
+-- THINK_SESSIONS=N spreads the thinks over sessions s0 .. s(N-1), round
+-- robin (offset per thread); unset or 0: no session field (the default one).
+local sessions = tonumber(os.getenv("THINK_SESSIONS") or "0") or 0
 wrk.method = "POST"
 wrk.path = "/v1/think"
 wrk.headers["Content-Type"] = "application/json"
@@ -48,7 +51,12 @@ non2xx = 0
 function request()
   counter = counter + 1
   local text = sentences[(counter % #sentences) + 1] .. " #" .. tostring(id) .. "-" .. counter
-  return wrk.format(nil, nil, nil, '{"text": "' .. text .. '"' .. planner_field .. '}')
+  local session_field = ""
+  if sessions > 0 then
+    session_field = ', "session": "s' .. tostring((counter + id * 7) % sessions) .. '"'
+  end
+  return wrk.format(nil, nil, nil,
+    '{"text": "' .. text .. '"' .. planner_field .. session_field .. '}')
 end
 
 function response(status, headers, body)

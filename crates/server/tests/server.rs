@@ -433,6 +433,7 @@ async fn the_grpc_service_steps_reports_and_streams() {
             StepRequest {
                 global_workspace: vec![0.25; 16],
                 measure: true,
+                session: None,
             },
         ))
         .await
@@ -454,6 +455,7 @@ async fn the_grpc_service_steps_reports_and_streams() {
             StepRequest {
                 global_workspace: vec![0.1; 61],
                 measure: false,
+                session: None,
             },
         ))
         .await
