@@ -340,3 +340,35 @@ async fn an_operator_resets_one_session_and_the_run_replays() {
     assert_eq!((st, r["step"].as_u64()), (StatusCode::OK, Some(1)));
     s.finish(&[]).await;
 }
+
+#[tokio::test]
+async fn grpc_step_takes_an_optional_session() {
+    use capsule_server::grpc::pb::brain_ai_client::BrainAiClient;
+    use capsule_server::grpc::pb::StepRequest;
+    let s = start().await;
+    let mut client = BrainAiClient::connect(s.grpc.clone()).await.unwrap();
+    let call = |session: Option<&str>| {
+        let mut req = tonic::Request::new(StepRequest {
+            global_workspace: vec![0.1, 0.2],
+            measure: false,
+            session: session.map(str::to_string),
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", s.tokens["alice"]).parse().unwrap(),
+        );
+        req
+    };
+    let reply = client.step(call(Some("g"))).await.unwrap().into_inner();
+    assert_eq!(reply.step, 1);
+    let reply = client.step(call(Some("g"))).await.unwrap().into_inner();
+    assert_eq!(reply.step, 2);
+    let reply = client.step(call(None)).await.unwrap().into_inner();
+    assert_eq!(reply.step, 1, "the default session is its own kernel");
+    let err = client.step(call(Some("no way"))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("session:"), "{}", err.message());
+    let (_, list) = s.get("/v1/sessions", "viewer").await;
+    assert_eq!(session(&list, "g")["steps"], 2);
+    s.finish(&[]).await;
+}
