@@ -510,13 +510,6 @@ impl Cortex {
         self.sessions.list()
     }
 
-    /// The snapshot of a session's kernel (loading it if evicted).
-    pub fn session_snapshot(&self, session: &SessionName) -> Result<Vec<u8>> {
-        let slot = self.sessions.acquire(session)?;
-        let kernel = crate::sessions::lock(&slot);
-        Ok(capsule_kernel::snapshot(&kernel)?)
-    }
-
     /// Queue held actions in `queue` (and run them once approved).
     pub fn with_approvals(mut self, queue: Arc<Mutex<ApprovalQueue>>) -> Self {
         self.approvals = Some(queue);

@@ -17,6 +17,11 @@
 //! restart starts every session again from its seed, as it does the
 //! default kernel (the ledger's `service.start` record opens the run).
 //!
+//! Eviction and restore run under the map lock (a snapshot written to the
+//! store and a durable ledger append: milliseconds), so other sessions'
+//! lookups wait for them; a load that cycles through more sessions than
+//! `max_live` is bounded by that, not by the kernels.
+//!
 //! **Invariants:** at most `max_live` kernels are live and at most
 //! [`MAX_SESSIONS`] sessions are known; a session's kernel is never stepped
 //! while evicted (eviction takes only a kernel nobody holds); a restored
@@ -40,8 +45,9 @@ pub const DEFAULT_MAX_LIVE: usize = 256;
 /// Bounds of `sessions.max_live`: the default session plus one more at
 /// least, and at most this many.
 pub const MAX_LIVE_LIMIT: usize = 65_536;
-/// Most sessions known (live or snapshotted) in one run of the service.
-pub const MAX_SESSIONS: usize = 1 << 20;
+/// Most sessions known (live or snapshotted) in one run of the service; a
+/// snapshotted one costs its map entry (a few hundred bytes).
+pub const MAX_SESSIONS: usize = 65_536;
 /// The ledger action of an eviction.
 pub const SNAPSHOT_ACTION: &str = "kernel.snapshot";
 /// The BLAKE3 `derive_key` context of [`session_seed`].
