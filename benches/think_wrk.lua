@@ -33,6 +33,9 @@ if paths[endpoint] == nil then
 end
 wrk.method = endpoint == "floor" and "GET" or "POST"
 wrk.path = paths[endpoint]
+-- THINK_SESSIONS=N spreads the thinks over sessions s0 .. s(N-1), round
+-- robin (offset per thread); unset or 0: no session field (the default one).
+local sessions = tonumber(os.getenv("THINK_SESSIONS") or "0") or 0
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. token
 
@@ -95,7 +98,12 @@ function request()
   elseif endpoint == "floor" then
     return wrk.format(nil, nil, nil, nil)
   end
-  return wrk.format(nil, nil, nil, '{"text": "' .. text .. '"' .. planner_field .. '}')
+  local session_field = ""
+  if sessions > 0 then
+    session_field = ', "session": "s' .. tostring((counter + id * 7) % sessions) .. '"'
+  end
+  return wrk.format(nil, nil, nil,
+    '{"text": "' .. text .. '"' .. planner_field .. session_field .. '}')
 end
 
 function response(status, headers, body)

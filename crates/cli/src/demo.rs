@@ -204,7 +204,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             .into_inner();
         let gw: Vec<f64> = (0..8).map(|j| (j as f64 * 0.7).sin() / 2.0).collect();
         let step = grpc
-            .step(authed(&agent, StepRequest { global_workspace: gw, measure: false })?)
+            .step(authed(&agent, StepRequest { global_workspace: gw, measure: false, session: None })?)
             .await?
             .into_inner();
         let streamed = stream.message().await?.context("StreamSteps ended early")?;

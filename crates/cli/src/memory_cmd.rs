@@ -116,9 +116,10 @@ pub fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
                 n => format!("DIFFERS in {n} field{}", if n == 1 { "" } else { "s" }),
             };
             println!(
-                "  entry {:>6}  {:<12} plan {:<10} step {:>5}  state {}…  {verdict}",
+                "  entry {:>6}  {:<12} session {:<10} plan {:<10} step {:>5}  state {}…  {verdict}",
                 s.seq,
                 s.action,
+                s.session,
                 s.plan_check,
                 s.step,
                 &s.state_digest[..16.min(s.state_digest.len())]

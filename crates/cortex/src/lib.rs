@@ -41,6 +41,7 @@ pub mod plan;
 pub mod planner;
 pub mod remote;
 pub mod replay;
+pub mod sessions;
 
 pub use critic::{critique, CriticLimits, Rejection};
 pub use llm::{parse_choice, project, ChatModel, ChatPrompt, Choice, LlmPlanner, LocalModel};
@@ -52,3 +53,4 @@ pub use pipeline::{
 pub use plan::{Op, Plan};
 pub use planner::{HashPlanner, ModelOutput, PlanError, PlanInput, Planned, Planner, Recalled};
 pub use remote::{AnthropicChat, OpenAiChat, RemoteConfig, RemoteConfigError};
+pub use sessions::{SessionInfo, SessionName, SnapshotStore, DEFAULT_SESSION};

@@ -15,10 +15,17 @@
 //! the approval queue and answers [`CortexError::Held`]. Once a quorum has
 //! signed, [`Cortex::release`] runs exactly that action once (see
 //! `capsule_policy::approvals` for how a crash cannot duplicate it).
+//!
+//! Sessions: each think and step runs on its session's kernel
+//! ([`crate::sessions`]); the kernel lock above is that session's, so
+//! different sessions step in parallel. Policy, the kill switch and
+//! approvals apply per action as for the default session; a held action
+//! remembers its session and runs on that session's kernel when released.
 
 use crate::critic::{critique, CriticLimits, Rejection};
 use crate::plan::{Op, Plan};
 use crate::planner::{ModelOutput, PlanError, PlanInput, Planned, Planner, Recalled};
+use crate::sessions::{SessionInfo, SessionName, Sessions, SnapshotStore};
 use capsule_kernel::{Kernel, KernelError, Observables, StepOutcome};
 use capsule_ledger::{Ledger, LedgerError, Record};
 use capsule_memory::vector::{Filter, VectorIndex};
@@ -88,6 +95,9 @@ pub struct ThinkRequest {
     /// risk from the table (a higher one may send it to review).
     #[serde(default)]
     pub risk: Option<f64>,
+    /// The session whose kernel steps (default `main`).
+    #[serde(default)]
+    pub session: Option<SessionName>,
 }
 
 /// What a kernel step did, as replies and the ledger report it.
@@ -347,6 +357,9 @@ pub enum CortexError {
     Ledger(#[from] LedgerError),
     #[error("policy: {0}")]
     Policy(PolicyError),
+    /// A session's kernel could not be evicted or restored.
+    #[error("session {session}: {reason}")]
+    Snapshot { session: String, reason: String },
 }
 
 impl From<PolicyError> for CortexError {
@@ -380,7 +393,8 @@ pub struct Cortex {
     config: CortexConfig,
     /// What the critic enforces; fixed by the kernel's configuration.
     limits: CriticLimits,
-    kernel: Mutex<Kernel>,
+    /// The kernels by session; the default session's is `kernel()`.
+    sessions: Sessions,
     /// The state at the step count it was computed for.
     state_cache: Mutex<Option<KernelState>>,
     policy: Arc<PolicyEngine>,
@@ -463,10 +477,11 @@ impl Cortex {
             workspace_dim: kernel.config().workspace_dim,
             allowed_ops: config.allowed_ops.clone(),
         };
+        let sessions = Sessions::new(kernel, config.resource.clone(), ledger.clone());
         Ok(Cortex {
             config,
             limits,
-            kernel: Mutex::new(kernel),
+            sessions,
             state_cache: Mutex::new(None),
             policy,
             ledger,
@@ -477,6 +492,22 @@ impl Cortex {
             approvals: None,
             drift: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Keep at most `max_live` session kernels in memory, evicting the
+    /// least recently used to `store` (see [`crate::sessions`]).
+    pub fn with_sessions(
+        mut self,
+        max_live: usize,
+        store: Option<Arc<dyn SnapshotStore>>,
+    ) -> Result<Self> {
+        self.sessions.set_limit(max_live, store)?;
+        Ok(self)
+    }
+
+    /// Every session known to this run, by name.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.sessions.list()
     }
 
     /// Queue held actions in `queue` (and run them once approved).
@@ -567,7 +598,7 @@ impl Cortex {
     }
 
     fn kernel(&self) -> MutexGuard<'_, Kernel> {
-        self.kernel.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sessions::lock(self.sessions.main())
     }
 
     /// Text → plan → critic → policy → kernel step → memory → ledger.
@@ -643,7 +674,8 @@ impl Cortex {
             affect: req.affect,
             risk: req.risk,
         };
-        let done = self.run(principal, &plan, lane, &asked, drift, Some(ctx))?;
+        let session = req.session.clone().unwrap_or_default();
+        let done = self.run(principal, &session, &plan, lane, &asked, drift, Some(ctx))?;
         Ok(ThinkReply {
             result: done.result,
             op: plan.op,
@@ -733,6 +765,26 @@ impl Cortex {
         affect: Option<Affect>,
         risk: Option<f64>,
     ) -> Result<StepReply> {
+        self.step_in(
+            &SessionName::default(),
+            principal,
+            gw,
+            measure,
+            affect,
+            risk,
+        )
+    }
+
+    /// [`Cortex::step`] on `session`'s kernel.
+    pub fn step_in(
+        &self,
+        session: &SessionName,
+        principal: &str,
+        gw: &[f64],
+        measure: bool,
+        affect: Option<Affect>,
+        risk: Option<f64>,
+    ) -> Result<StepReply> {
         let plan = Plan {
             op: Op::for_measure(measure),
             gw: gw.to_vec(),
@@ -743,6 +795,7 @@ impl Cortex {
         let asked = Asked { affect, risk };
         let done = self.run(
             principal,
+            session,
             &plan,
             Lane::Prod,
             &asked,
@@ -786,9 +839,11 @@ impl Cortex {
     }
 
     /// Policy, then the step with its records (see the module doc).
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         principal: &str,
+        session: &SessionName,
         plan: &Plan,
         lane: Lane,
         asked: &Asked,
@@ -809,6 +864,7 @@ impl Cortex {
                 "gw_dim": plan.gw.len(),
                 "gw_digest": plan.gw_digest(),
                 "measure": plan.measure,
+                "session": session,
             }),
         };
         let circumstances = self.policy.circumstances();
@@ -834,6 +890,7 @@ impl Cortex {
                     planner: think.as_ref().map(|c| c.planner.to_string()),
                     model: think.as_ref().and_then(|c| c.model.clone()),
                     caller: think.as_ref().map(|c| c.caller),
+                    session: (!session.is_default()).then(|| session.clone()),
                 };
                 let args = serde_json::to_value(&held).map_err(|e| CortexError::Invalid {
                     field: "approval".into(),
@@ -849,7 +906,15 @@ impl Cortex {
                 ledger_seq: receipt.seq,
             });
         }
-        self.execute(principal, plan, think, summary, vec![decision_entry], None)
+        self.execute(
+            principal,
+            session,
+            plan,
+            think,
+            summary,
+            vec![decision_entry],
+            None,
+        )
     }
 
     /// Queue a held action and record its decision (naming the approval).
@@ -969,8 +1034,10 @@ impl Cortex {
             assessment: config.levels.assess(&approval.request.action, held.risk)?,
             drift: held.drift.clone(),
         };
+        let session = held.session.clone().unwrap_or_default();
         let done = match self.execute(
             &approval.request.actor,
+            &session,
             &held.plan,
             think,
             summary,
@@ -1037,16 +1104,19 @@ impl Cortex {
     /// that precede the step's own (its decision); `approval`, when the
     /// step runs an approved action, adds `approval_id` to the step's
     /// record and the release entry after it, in the same batch.
+    #[allow(clippy::too_many_arguments)]
     fn execute(
         &self,
         principal: &str,
+        session: &SessionName,
         plan: &Plan,
         think: Option<ThinkContext<'_>>,
         summary: DecisionSummary,
         before_records: Vec<Record>,
         approval: Option<&Approval>,
     ) -> Result<Executed> {
-        let mut kernel = self.kernel();
+        let slot = self.sessions.acquire(session)?;
+        let mut kernel = crate::sessions::lock(&slot);
         let before = kernel.clone();
         let outcome = match kernel.step(&plan.gw, plan.measure) {
             Ok(o) => o,
@@ -1055,7 +1125,7 @@ impl Cortex {
                 let mut record = Record::new(principal, plan.op.as_str(), "refused");
                 record.subject = self.config.resource.clone();
                 record.reason = e.to_string();
-                record.meta = serde_json::json!({ "kind": "kernel.refused" });
+                record.meta = serde_json::json!({ "kind": "kernel.refused", "session": session });
                 let started = Instant::now();
                 let mut records = before_records;
                 records.push(record);
@@ -1139,6 +1209,7 @@ impl Cortex {
             "halted": kernel.halted().map(|h| &h.reason),
             "drift": summary.drift,
             "assessment": summary.assessment,
+            "session": session,
         });
         if let Some(a) = approval {
             record.meta["approval_id"] = serde_json::json!(a.id);
@@ -1173,7 +1244,7 @@ impl Cortex {
             // later write too, so each step queued after this one is being
             // undone as well: restore only when the kernel is past this
             // step's starting point, so the earliest such state wins.
-            let mut kernel = self.kernel();
+            let mut kernel = crate::sessions::lock(&slot);
             if kernel.step_count() > before.step_count() {
                 *kernel = before;
             }
@@ -1245,14 +1316,20 @@ impl Cortex {
 
     /// Back to the ground state; clears a halt. Recorded.
     pub fn reset(&self, principal: &str) -> Result<u64> {
-        let mut kernel = self.kernel();
+        self.reset_in(&SessionName::default(), principal)
+    }
+
+    /// [`Cortex::reset`] of `session`'s kernel.
+    pub fn reset_in(&self, session: &SessionName, principal: &str) -> Result<u64> {
+        let slot = self.sessions.acquire(session)?;
+        let mut kernel = crate::sessions::lock(&slot);
         let mut record = Record::new(principal, "kernel.reset", "ok");
         record.subject = self.config.resource.clone();
         record.reason = match kernel.halted() {
             Some(h) => format!("reset after halt at step {}: {}", h.step, h.reason),
             None => format!("reset at step {}", kernel.step_count()),
         };
-        record.meta = serde_json::json!({ "kind": "kernel.reset" });
+        record.meta = serde_json::json!({ "kind": "kernel.reset", "session": session });
         let before = kernel.clone();
         kernel.reset()?;
         let pending = match self.ledger.submit(vec![record]) {
@@ -1296,6 +1373,10 @@ struct HeldArgs {
     planner: Option<String>,
     model: Option<ModelOutput>,
     caller: Option<crate::replay::CallerInputs>,
+    /// The session whose kernel it runs on; absent for the default one
+    /// (so a default-session approval's digest is as before sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<SessionName>,
 }
 
 impl HeldArgs {

@@ -40,6 +40,14 @@
 //! result (step, time, observables, the measured state and the state
 //! digest) is then compared field by field (`result.state_digest`).
 //!
+//! Sessions (SPEC K8): every step record names its session (`meta.session`,
+//! `main` when absent), and replay keeps one kernel per session, made on
+//! the session's first step from the recorded configuration with the
+//! session's seed ([`crate::sessions::session_seed`]); each step runs on
+//! its own session's kernel. A `kernel.snapshot` record (an eviction)
+//! changes no state: replay checks that the session's replayed kernel has
+//! the recorded state digest at that point (`state_digest`).
+//!
 //! Mismatches name the entry's seq and the field; after the first
 //! difference in kernel state, later states follow the replayed kernel,
 //! so the first mismatch is the one to read.
@@ -48,9 +56,11 @@ use crate::llm::parse_choice;
 use crate::pipeline::{state_digest, StepResult, DIRECT_STEP_RATIONALE};
 use crate::plan::{Op, Plan};
 use crate::planner::{HashPlanner, ModelOutput, PlanInput, Planner};
+use crate::sessions::{session_config, SessionName, SNAPSHOT_ACTION};
 use capsule_kernel::{Kernel, KernelConfig};
 use capsule_ledger::AuditEntry;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The ledger action of a session start.
@@ -113,6 +123,8 @@ impl fmt::Display for Mismatch {
 pub struct Replayed {
     pub seq: u64,
     pub action: String,
+    /// The session whose kernel it ran on.
+    pub session: String,
     pub op: Option<Op>,
     /// How its plan was replayed: `recomputed` (hash planner), `reparsed`
     /// (model reply), `caller` (direct step), or `reset`.
@@ -190,6 +202,17 @@ struct StepMeta {
     text: Option<String>,
     #[serde(default)]
     caller: Option<CallerInputs>,
+    #[serde(default)]
+    session: SessionName,
+}
+
+/// The parts of a `kernel.snapshot` or `kernel.reset` record replay reads.
+#[derive(Deserialize)]
+struct SessionMeta {
+    #[serde(default)]
+    session: SessionName,
+    #[serde(default)]
+    state_digest: Option<String>,
 }
 
 /// Replay the session that contains entry `from` (or, when `from` lies
@@ -222,13 +245,13 @@ pub fn replay(
     let bad = |seq: u64, reason: String| ReplayError::Record { seq, reason };
     let s: Start = serde_json::from_value(start.record.meta.clone())
         .map_err(|e| bad(session_seq, format!("session start: {e}")))?;
-    let mut kernel = Kernel::new(s.kernel).map_err(|source| ReplayError::Kernel {
+    let main = Kernel::new(s.kernel.clone()).map_err(|source| ReplayError::Kernel {
         seq: session_seq,
         source,
     })?;
     let digest =
         |k: &Kernel, seq: u64| state_digest(k).map_err(|e| bad(seq, format!("state digest: {e}")));
-    if digest(&kernel, session_seq)? != s.state_digest {
+    if digest(&main, session_seq)? != s.state_digest {
         return Err(bad(
             session_seq,
             "the initial kernel state differs from the recorded one".into(),
@@ -241,6 +264,7 @@ pub fn replay(
         plans_recomputed: 0,
         model_replies: 0,
     };
+    let mut kernels = BTreeMap::from([(SessionName::default(), main)]);
     let mut previous: Option<AuditEntry> = None;
     for seq in session_seq + 1..size {
         let e = entry(seq)?;
@@ -253,6 +277,7 @@ pub fn replay(
             "cortex.think" | "kernel.step" => {
                 let m: StepMeta = serde_json::from_value(r.meta.clone())
                     .map_err(|e| bad(seq, format!("{kind} record: {e}")))?;
+                let mut kernel = take_kernel(&mut kernels, &s.kernel, &m.session, seq)?;
                 let mut out = Diff {
                     seq,
                     mismatches: Vec::new(),
@@ -270,9 +295,9 @@ pub fn replay(
                     (plan, "reparsed")
                 };
                 if let Some(d) = previous.as_ref().filter(|d| d.seq + 1 == seq) {
-                    check_decision(d, &e, &m.plan, &mut out);
+                    check_decision(d, &e, &m.plan, &m.session, &mut out);
                 }
-                match kernel.step(&plan.gw, plan.measure) {
+                let replayed = match kernel.step(&plan.gw, plan.measure) {
                     Ok(o) => {
                         let again = StepResult::of(&o, &kernel)
                             .map_err(|e| bad(seq, format!("step result: {e}")))?;
@@ -280,6 +305,7 @@ pub fn replay(
                         Replayed {
                             seq,
                             action: r.action.clone(),
+                            session: m.session.to_string(),
                             op: Some(plan.op),
                             plan_check,
                             step: again.step,
@@ -298,6 +324,7 @@ pub fn replay(
                         Replayed {
                             seq,
                             action: r.action.clone(),
+                            session: m.session.to_string(),
                             op: Some(plan.op),
                             plan_check,
                             step: kernel.step_count(),
@@ -307,23 +334,45 @@ pub fn replay(
                             mismatches: out.mismatches,
                         }
                     }
-                }
+                };
+                kernels.insert(m.session, kernel);
+                replayed
             }
-            "kernel.reset" => {
-                kernel
-                    .reset()
-                    .map_err(|source| ReplayError::Kernel { seq, source })?;
-                Replayed {
+            "kernel.reset" | SNAPSHOT_ACTION => {
+                let m: SessionMeta = serde_json::from_value(r.meta.clone())
+                    .map_err(|e| bad(seq, format!("{kind} record: {e}")))?;
+                let mut kernel = take_kernel(&mut kernels, &s.kernel, &m.session, seq)?;
+                let mut out = Diff {
+                    seq,
+                    mismatches: Vec::new(),
+                };
+                if kind == "kernel.reset" {
+                    kernel
+                        .reset()
+                        .map_err(|source| ReplayError::Kernel { seq, source })?;
+                }
+                let now = digest(&kernel, seq)?;
+                if let Some(recorded) = &m.state_digest {
+                    out.value("state_digest", recorded, &now);
+                }
+                let replayed = Replayed {
                     seq,
                     action: r.action.clone(),
+                    session: m.session.to_string(),
                     op: None,
-                    plan_check: "reset",
+                    plan_check: if kind == "kernel.reset" {
+                        "reset"
+                    } else {
+                        "snapshot"
+                    },
                     step: kernel.step_count(),
                     entropy: f64::NAN,
-                    state_digest: digest(&kernel, seq)?,
+                    state_digest: now,
                     warmup: seq < from,
-                    mismatches: Vec::new(),
-                }
+                    mismatches: out.mismatches,
+                };
+                kernels.insert(m.session, kernel);
+                replayed
             }
             _ => {
                 previous = Some(e);
@@ -340,6 +389,22 @@ pub fn replay(
         report.steps.push(done);
     }
     Ok(report)
+}
+
+/// A session's replayed kernel, taken out of `kernels` (put it back after
+/// the step); made from the recorded configuration on the session's first
+/// use.
+fn take_kernel(
+    kernels: &mut BTreeMap<SessionName, Kernel>,
+    base: &KernelConfig,
+    name: &SessionName,
+    seq: u64,
+) -> Result<Kernel, ReplayError> {
+    match kernels.remove(name) {
+        Some(k) => Ok(k),
+        None => Kernel::new(session_config(base, name))
+            .map_err(|source| ReplayError::Kernel { seq, source }),
+    }
 }
 
 /// The mismatches of one entry as they are found.
@@ -539,7 +604,13 @@ fn check_projection(gw: &[f64], workspace_dim: usize, out: &mut Diff) {
 /// gw digest and the measure it allowed; they must be the plan's. An
 /// entry that is not a decision by the step's actor on the step's
 /// resource is not compared.
-fn check_decision(d: &AuditEntry, step: &AuditEntry, plan: &Plan, out: &mut Diff) {
+fn check_decision(
+    d: &AuditEntry,
+    step: &AuditEntry,
+    plan: &Plan,
+    session: &SessionName,
+    out: &mut Diff,
+) {
     let meta = &d.record.meta;
     if meta.get("kind").and_then(|k| k.as_str()) != Some("policy.decision")
         || d.record.actor != step.record.actor
@@ -563,6 +634,11 @@ fn check_decision(d: &AuditEntry, step: &AuditEntry, plan: &Plan, out: &mut Diff
                 format!("gw_digest {digest}"),
                 decided(format!("gw_digest {allowed}")),
             );
+        }
+    }
+    if let Some(allowed) = args["session"].as_str() {
+        if allowed != session.as_str() {
+            out.push("session", json_text(&session), decided(json_text(&allowed)));
         }
     }
     if let Some(allowed) = args["measure"].as_bool() {

@@ -30,6 +30,7 @@ pub struct Config {
     pub signing: SigningSection,
     pub storage: StorageSection,
     pub mesh: MeshSection,
+    pub sessions: SessionsSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +249,23 @@ impl Default for MeshSection {
     }
 }
 
+/// Kernels per session (SPEC K8): how many stay in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsSection {
+    /// Most session kernels in memory (the default session counts); the
+    /// least recently used beyond it is snapshotted to the store.
+    pub max_live: usize,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        SessionsSection {
+            max_live: capsule_cortex::sessions::DEFAULT_MAX_LIVE,
+        }
+    }
+}
+
 /// The file `capsule init` writes: every section, every key, commented.
 pub const TEMPLATE: &str = include_str!("capsule.toml");
 
@@ -319,6 +337,10 @@ impl Config {
             .default_affect
             .validate()
             .map_err(|e| anyhow!("security.default_{e}"))?;
+        let live = capsule_cortex::sessions::MAX_LIVE_LIMIT;
+        if !(2..=live).contains(&self.sessions.max_live) {
+            bail!("sessions.max_live: must be in 2..={live} (the default session and one more at least)");
+        }
         if self.limits.max_body_bytes > 16 << 20 {
             bail!("limits.max_body_bytes: at most 16 MiB");
         }

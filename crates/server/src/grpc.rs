@@ -6,7 +6,7 @@
 
 use crate::auth::{Caller, Role};
 use crate::service::{Refusal, Service};
-use capsule_cortex::{CortexError, StepEvent};
+use capsule_cortex::{CortexError, SessionName, StepEvent};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -129,9 +129,14 @@ impl BrainAi for BrainService {
         let caller = self.caller(&request, &[Role::Agent, Role::Operator])?;
         let req = request.into_inner();
         let svc = self.svc.clone();
+        let session = match req.session.as_deref() {
+            Some(name) => SessionName::parse(name).map_err(status)?,
+            None => SessionName::default(),
+        };
         let done = blocking(move || {
             svc.cortex
-                .step(
+                .step_in(
+                    &session,
                     &caller.principal(),
                     &req.global_workspace,
                     req.measure,

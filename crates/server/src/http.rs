@@ -153,6 +153,10 @@ impl From<CortexError> for ApiError {
                 ApiError::bad_request(field, reason)
             }
             CortexError::Policy(e) => policy_error(e),
+            e @ CortexError::Snapshot { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "session_unavailable", e.to_string())
+                    .field("session")
+            }
             e => ApiError::internal(e),
         }
     }
@@ -324,6 +328,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::post("/v1/kernel/step", kernel_step),
         Endpoint::post("/v1/kernel/reset", kernel_reset),
         Endpoint::get("/v1/kernel/dump", kernel_dump),
+        Endpoint::get("/v1/sessions", sessions),
         Endpoint::get("/v1/kill", kill_status),
         Endpoint::post("/v1/kill", kill_arm),
         Endpoint::delete("/v1/kill", kill_disarm),
@@ -510,6 +515,8 @@ struct StepBody {
     affect: Option<capsule_policy::Affect>,
     #[serde(default)]
     risk: Option<f64>,
+    #[serde(default)]
+    session: Option<capsule_cortex::SessionName>,
 }
 
 async fn kernel_step(
@@ -519,7 +526,8 @@ async fn kernel_step(
 ) -> Result<Response, ApiError> {
     require(&caller, &[Role::Agent, Role::Operator])?;
     blocking(move || {
-        held_or(svc.cortex.step(
+        held_or(svc.cortex.step_in(
+            &body.session.unwrap_or_default(),
             &caller.principal(),
             &body.gw,
             body.measure,
@@ -530,13 +538,22 @@ async fn kernel_step(
     .await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    #[serde(default)]
+    session: Option<capsule_cortex::SessionName>,
+}
+
 async fn kernel_reset(
     State(svc): Svc,
     Extension(caller): Extension<Caller>,
+    OptionalJsonBody(body): OptionalJsonBody<ResetBody>,
 ) -> Result<Json<Value>, ApiError> {
     require(&caller, &[Role::Operator])?;
     refuse_if_killed(&svc)?;
-    let seq = blocking(move || Ok(svc.cortex.reset(&caller.principal())?)).await?;
+    let session = body.and_then(|b| b.session).unwrap_or_default();
+    let seq = blocking(move || Ok(svc.cortex.reset_in(&session, &caller.principal())?)).await?;
     Ok(Json(json!({ "reset": true, "ledger_seq": seq })))
 }
 
@@ -547,6 +564,22 @@ async fn kernel_dump(
     require(&caller, &[Role::Operator])?;
     let bytes = blocking(move || Ok(svc.cortex.snapshot()?)).await?;
     Ok(Json(json!({ "snapshot": B64.encode(bytes) })))
+}
+
+async fn sessions(
+    State(svc): Svc,
+    Extension(_): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let max_live = svc.config.sessions.max_live;
+    let (list, live) = blocking(move || {
+        let list = svc.cortex.sessions();
+        let live = list.iter().filter(|s| s.state == "live").count();
+        Ok((list, live))
+    })
+    .await?;
+    Ok(Json(
+        json!({ "sessions": list, "live": live, "max_live": max_live }),
+    ))
 }
 
 async fn kill_status(

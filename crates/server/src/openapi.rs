@@ -39,7 +39,8 @@ pub const ROUTES: &[Route] = &[
     r("get", "/v1/state", "any", "Kernel observables, kill switch, mode, modification switch, drift per lane (EMA, alpha 0.2; warn above 0.20), policy version, ledger and memory sizes.", None),
     r("get", "/v1/kernel/state", "any", "Kernel observables (SPEC K4).", None),
     r("post", "/v1/kernel/step", "agent, operator", "One kernel step under gw, checked by policy and recorded; 202 when held for approval.", Some("StepRequest")),
-    r("post", "/v1/kernel/reset", "operator", "Reset the kernel to its ground state (clears a halt); recorded.", None),
+    r("get", "/v1/sessions", "any", "The kernels by session (think and step take an optional session; main by default): name, steps, state (live or snapshotted), last_use (ns since the epoch), snapshot (store object of the latest eviction) and snapshot_seq (its ledger entry).", None),
+    r("post", "/v1/kernel/reset", "operator", "Reset the kernel to its ground state (clears a halt); recorded. An optional body {session} names the session (default main).", Some("ResetRequest")),
     r("get", "/v1/kernel/dump", "operator", "The kernel snapshot (SPEC K7), base64.", None),
     r("get", "/v1/kill", "any", "Kill-switch state, confirmed against its state file.", None),
     r("post", "/v1/kill", "operator", "Arm the kill switch.", Some("ArmRequest")),
@@ -123,6 +124,7 @@ pub const REPLIES: &[Reply] = &[
         &[423, 503],
     ),
     reply("get", "/v1/kernel/dump", &[(200, J("KernelDump"))], &[]),
+    reply("get", "/v1/sessions", &[(200, J("Sessions"))], &[]),
     reply("get", "/v1/kill", &[(200, J("KillStatus"))], &[409]),
     reply("post", "/v1/kill", &[(200, J("KillState"))], &[409, 503]),
     reply("delete", "/v1/kill", &[(200, J("KillState"))], &[409, 503]),
@@ -297,6 +299,7 @@ fn schemas() -> Value {
         }
     });
     let risk = json!({ "type": "number", "minimum": 0, "maximum": 1, "description": "A risk the step states; at least its action's risk from the table (GET levels with capsule policy show levels)" });
+    let session = json!({ "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "description": "The session whose kernel steps (default main)" });
     let num_array = json!({ "type": "array", "items": { "type": "number", "minimum": -10, "maximum": 10 }, "maxItems": 60 });
     let mut requests = json!({
         "ThinkRequest": {
@@ -308,7 +311,8 @@ fn schemas() -> Value {
                 "lane": { "enum": ["experimental", "candidate", "prod"] },
                 "planner": { "enum": ["hash", "local", "openai", "anthropic"] },
                 "affect": affect,
-                "risk": risk
+                "risk": risk,
+                "session": session
             }
         },
         "SearchRequest": {
@@ -324,9 +328,13 @@ fn schemas() -> Value {
         },
         "StepRequest": {
             "type": "object", "additionalProperties": false,
-            "properties": { "gw": num_array, "measure": { "type": "boolean" }, "affect": affect, "risk": risk }
+            "properties": { "gw": num_array, "measure": { "type": "boolean" }, "affect": affect, "risk": risk, "session": session }
         },
         "Affect": affect,
+        "ResetRequest": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "session": session }
+        },
         "ModificationRequest": {
             "type": "object", "additionalProperties": false, "required": ["enabled"],
             "properties": { "enabled": { "type": "boolean" } }
@@ -603,6 +611,17 @@ fn reply_schemas() -> Value {
         })),
         "Approval": approval,
         "Approvals": obj(&["approvals"], json!({ "approvals": { "type": "array", "items": ref_("Approval") } })),
+        "Sessions": obj(&["sessions", "live", "max_live"], json!({
+            "live": int, "max_live": int,
+            "sessions": { "type": "array", "items": obj(
+                &["name", "steps", "state", "last_use", "snapshot", "snapshot_seq"],
+                json!({
+                    "name": string, "steps": int, "state": { "enum": ["live", "snapshotted"] },
+                    "last_use": int, "snapshot": { "type": ["string", "null"] },
+                    "snapshot_seq": { "type": ["integer", "null"] }
+                })
+            ) }
+        })),
         "Readiness": obj(&["ready", "kill_switch_armed", "ledger_entries"], json!({
             "ready": boolean, "kill_switch_armed": boolean, "ledger_entries": int
         })),

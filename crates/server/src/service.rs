@@ -19,7 +19,7 @@ use capsule_policy::affect::AffectState;
 use capsule_policy::approvals::ApprovalQueue;
 use capsule_policy::killswitch::KillSwitch;
 use capsule_policy::PolicyEngine;
-use capsule_store::{FileKeyring, Store};
+use capsule_store::{FileKeyring, Kind, ObjectId, Store};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,7 +44,7 @@ pub struct Service {
     pub ledger: Arc<Ledger>,
     pub policy: Arc<PolicyEngine>,
     pub kill: Arc<KillSwitch>,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub approvals: Arc<Mutex<ApprovalQueue>>,
     pub auth: Authenticator,
     pub limiter: RateLimiter,
@@ -85,7 +85,11 @@ impl Service {
         } else {
             FileKeyring::create(&keyring_path, &[])?
         };
-        let store = Store::open(&data::store(data), Arc::new(keyring), ledger.clone())?;
+        let store = Arc::new(Store::open(
+            &data::store(data),
+            Arc::new(keyring),
+            ledger.clone(),
+        )?);
         let events_path = data.join(&config.memory.events);
         if let Some(dir) = events_path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -117,6 +121,10 @@ impl Service {
             kernel,
             policy.clone(),
             memory,
+        )?
+        .with_sessions(
+            config.sessions.max_live,
+            Some(Arc::new(KernelSnapshots(store.clone()))),
         )?
         .with_planner(Arc::new(HashPlanner))
         .with_approvals(approvals.clone())
@@ -217,6 +225,28 @@ impl Service {
                 svc.metrics.approvals_expired.inc_by(ids.len() as u64);
             }
         });
+    }
+}
+
+/// The store namespace of evicted session kernels' snapshots.
+pub const SNAPSHOT_NAMESPACE: &str = "kernels";
+
+/// Evicted session kernels go to the object store as blobs.
+struct KernelSnapshots(Arc<Store>);
+
+impl capsule_cortex::SnapshotStore for KernelSnapshots {
+    fn put(&self, bytes: &[u8]) -> std::result::Result<String, String> {
+        self.0
+            .put(SNAPSHOT_NAMESPACE, Kind::Blob, bytes)
+            .map(|id| id.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn get(&self, id: &str) -> std::result::Result<Vec<u8>, String> {
+        let id: ObjectId = id
+            .parse()
+            .map_err(|e: capsule_store::StoreError| e.to_string())?;
+        self.0.get(&id).map_err(|e| e.to_string())
     }
 }
 

@@ -409,6 +409,7 @@ async fn a_held_grpc_step_names_its_approval() {
     let mut req = tonic::Request::new(StepRequest {
         global_workspace: vec![0.1],
         measure: false,
+        session: None,
     });
     req.metadata_mut().insert(
         "authorization",

@@ -469,6 +469,7 @@ async fn the_grpc_service_steps_reports_and_streams() {
             StepRequest {
                 global_workspace: vec![0.25; 16],
                 measure: true,
+                session: None,
             },
         ))
         .await
@@ -490,6 +491,7 @@ async fn the_grpc_service_steps_reports_and_streams() {
             StepRequest {
                 global_workspace: vec![0.1; 61],
                 measure: false,
+                session: None,
             },
         ))
         .await
