@@ -103,6 +103,9 @@ impl CandleMiniLm {
     }
 }
 
+/// One embedding path under test.
+type EmbedFn<'a> = dyn Fn(&[&str]) + 'a;
+
 /// `only`: `candle` or `capsule` times that path alone (for a profiler).
 fn embed(only: Option<&str>) {
     let dir = models(&MINILM);
@@ -126,7 +129,7 @@ fn embed(only: Option<&str>) {
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     println!("{{\"bench\":\"embed\",\"max_abs_diff_capsule_vs_candle\":{diff:.2e}}}");
-    let paths: [(&str, &dyn Fn(&[&str])); 2] = [
+    let paths: [(&str, &EmbedFn); 2] = [
         ("candle", &|t: &[&str]| {
             candle.embed(t);
         }),

@@ -19,9 +19,9 @@
 //! sampling randomness).
 //!
 //! Hand-written here: the PEP 503 index lookup (one anchor on one page;
-//! pip is not a library) and MiniLM's BERT forward pass (`bert.rs`: ~300
-//! lines on faer's matrix products, 4× faster than candle's `BertModel` at
-//! one text; its module doc says why).
+//! pip is not a library) and MiniLM's BERT forward pass (`bert.rs`: ~400
+//! lines on faer's matrix products, in place of candle's `BertModel`; its
+//! module doc says why).
 
 #![forbid(unsafe_code)]
 
