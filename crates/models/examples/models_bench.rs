@@ -4,7 +4,10 @@
 //!   cargo run --release --example models_bench -- llm PROMPT_TOKENS GEN_TOKENS
 //!   cargo run --release --example models_bench -- gguf
 //!
-//! `embed` prints embeddings/s at batch 1 and 32 (median of 5 rounds);
+//! `embed` prints embeddings/s at batch 1 and 32 of Capsule's MiniLM and,
+//! in the same run, of candle's `BertModel` on the same weights (what the
+//! embedder was before issue 18), rounds interleaved, medians of 7 rounds;
+//! and the largest difference between the two paths' vectors;
 //! `llm` prints the load time (and the Q4_1 → Q8_0 re-quantization's share
 //! of it), prompt-processing and generation tokens/s and the time to first
 //! token of SmolLM2 on candle (one thread per physical core, or
@@ -15,7 +18,8 @@
 //! (for llama.cpp's own `llama-bench` on the same file).
 
 use capsule_models::fetch::fetch_shared;
-use capsule_models::{Embedder, LocalChat, MiniLm, ModelSpec, MINILM, SMOLLM2};
+use capsule_models::{normalize, Embedder, LocalChat, MiniLm, ModelSpec, MINILM, SMOLLM2};
+use std::path::Path;
 use std::time::Instant;
 
 fn models(spec: &ModelSpec) -> std::path::PathBuf {
@@ -24,13 +28,13 @@ fn models(spec: &ModelSpec) -> std::path::PathBuf {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("embed") => embed(),
+        Some("embed") => embed(args.get(1).map(String::as_str)),
         Some("gguf") => {
             let file = SMOLLM2.files[0].name;
             println!("{}", SMOLLM2.path(&models(&SMOLLM2), file).display());
@@ -39,12 +43,76 @@ fn main() {
             let n = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
             llm(n(1, 64), n(2, 64));
         }
-        _ => eprintln!("usage: models_bench embed | llm [PROMPT_TOKENS GEN_TOKENS] | gguf"),
+        _ => eprintln!("usage: models_bench embed [candle|capsule] | llm [PROMPT_TOKENS GEN_TOKENS] | gguf"),
     }
 }
 
-fn embed() {
-    let m = MiniLm::load(&models(&MINILM)).expect("load MiniLM");
+/// The embedder before issue 18: candle's `BertModel`, texts padded to the
+/// longest of the batch, the padding masked out of attention and mean.
+struct CandleMiniLm {
+    model: candle_transformers::models::bert::BertModel,
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl CandleMiniLm {
+    fn load(models: &Path) -> CandleMiniLm {
+        use candle_transformers::models::bert::{BertModel, Config};
+        let dir = MINILM.dir(models);
+        let config: Config =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+        tokenizer.with_padding(Some(tokenizers::PaddingParams {
+            strategy: tokenizers::PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: 256,
+                ..Default::default()
+            }))
+            .unwrap();
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let vb = candle_nn::VarBuilder::from_buffered_safetensors(
+            bytes,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        CandleMiniLm {
+            model: BertModel::load(vb, &config).unwrap(),
+            tokenizer,
+        }
+    }
+
+    fn embed(&self, texts: &[&str]) -> Vec<Vec<f32>> {
+        use candle_core::{DType, Device, Tensor};
+        let enc = self.tokenizer.encode_batch(texts.to_vec(), true).unwrap();
+        let (n, len) = (enc.len(), enc[0].get_ids().len());
+        let ids: Vec<u32> = enc.iter().flat_map(|e| e.get_ids().to_vec()).collect();
+        let mask: Vec<u32> = enc
+            .iter()
+            .flat_map(|e| e.get_attention_mask().to_vec())
+            .collect();
+        let ids = Tensor::from_vec(ids, (n, len), &Device::Cpu).unwrap();
+        let mask = Tensor::from_vec(mask, (n, len), &Device::Cpu).unwrap();
+        let types = ids.zeros_like().unwrap();
+        let hidden = self.model.forward(&ids, &types, Some(&mask)).unwrap();
+        let m = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+        let summed = hidden.broadcast_mul(&m).unwrap().sum(1).unwrap();
+        let mean = summed.broadcast_div(&m.sum(1).unwrap()).unwrap();
+        let rows: Vec<Vec<f32>> = mean.to_vec2().unwrap();
+        rows.into_iter().map(normalize).collect()
+    }
+}
+
+/// One embedding path under test.
+type EmbedFn<'a> = dyn Fn(&[&str]) + 'a;
+
+/// `only`: `candle` or `capsule` times that path alone (for a profiler).
+fn embed(only: Option<&str>) {
+    let dir = models(&MINILM);
+    let lean = MiniLm::load(&dir).expect("load MiniLM");
+    let candle = CandleMiniLm::load(&dir);
     let texts: Vec<String> = (0..256)
         .map(|i| {
             format!(
@@ -53,21 +121,51 @@ fn embed() {
         })
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    m.embed(&refs[..32]).unwrap(); // warm-up
+    // Warm-up, and how far apart the two paths' vectors are.
+    let a = lean.embed(&refs[..32]).unwrap();
+    let b = candle.embed(&refs[..32]);
+    let diff = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    println!("{{\"bench\":\"embed\",\"max_abs_diff_capsule_vs_candle\":{diff:.2e}}}");
+    let paths: [(&str, &EmbedFn); 2] = [
+        ("candle", &|t: &[&str]| {
+            candle.embed(t);
+        }),
+        ("capsule", &|t: &[&str]| {
+            lean.embed(t).unwrap();
+        }),
+    ];
     for batch in [1usize, 32] {
-        let rounds: Vec<f64> = (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                let n = if batch == 1 { 64 } else { 256 };
-                for chunk in refs[..n].chunks(batch) {
-                    m.embed(chunk).unwrap();
+        let n = if batch == 1 { 64 } else { 256 };
+        let mut rates = [vec![f64::NAN], vec![f64::NAN]];
+        for round in 0..7 {
+            // Alternate which path goes first.
+            for k in 0..2 {
+                let i = (k + round) % 2;
+                if only.is_some_and(|o| o != paths[i].0) {
+                    continue;
                 }
-                n as f64 / t.elapsed().as_secs_f64()
-            })
-            .collect();
+                let t = Instant::now();
+                for chunk in refs[..n].chunks(batch) {
+                    paths[i].1(chunk);
+                }
+                rates[i].push(n as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        let [old, new] = rates.map(|r| median(r.into_iter().filter(|x| !x.is_nan()).collect()));
+        for (name, rate) in [(paths[0].0, old), (paths[1].0, new)] {
+            println!(
+                "{{\"bench\":\"embed\",\"path\":\"{name}\",\"batch\":{batch},\"embeddings_per_s\":{rate:.1},\"ms_per_embedding\":{:.3}}}",
+                1e3 / rate
+            );
+        }
         println!(
-            "{{\"bench\":\"embed\",\"batch\":{batch},\"embeddings_per_s\":{:.1}}}",
-            median(rounds)
+            "{{\"bench\":\"embed\",\"batch\":{batch},\"speedup_capsule_over_candle\":{:.2}}}",
+            new / old
         );
     }
 }

@@ -1,15 +1,13 @@
-//! Sentence embeddings (SPEC M2): all-MiniLM-L6-v2 run with candle, and a
-//! hash embedder as the explicit, named fallback. Both give unit-length
+//! Sentence embeddings (SPEC M2): all-MiniLM-L6-v2 run by the lean encoder
+//! in `bert.rs`, and a hash embedder as the explicit, named fallback. Both give unit-length
 //! vectors, so a dot product is the cosine similarity.
 
+use crate::bert::{Encoder, HIDDEN};
 use crate::error::{ModelError, Result};
 use crate::fetch::require;
 use crate::registry::MINILM;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use std::path::Path;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 /// Texts longer than this many tokens are cut (sentence-transformers'
 /// `max_seq_length` for this model).
@@ -33,11 +31,23 @@ pub trait Embedder: Send + Sync {
 }
 
 /// all-MiniLM-L6-v2: BERT (6 layers, 384 wide), mean pooling over the
-/// real tokens (padding masked out), L2 normalisation — what
-/// sentence-transformers does for this model.
+/// real tokens, L2 normalisation — what sentence-transformers does for this
+/// model. Texts are not padded: each attends to its own tokens only, so a
+/// text's vector is the same alone or in a batch.
 pub struct MiniLm {
-    model: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
+}
+
+/// The `config.json` fields the encoder relies on.
+#[derive(serde::Deserialize)]
+struct BertConfig {
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    hidden_act: String,
+    position_embedding_type: Option<String>,
 }
 
 impl MiniLm {
@@ -53,14 +63,28 @@ impl MiniLm {
             &std::fs::read(dir.join("config.json")).map_err(|e| ModelError::io(&dir, e))?,
         )
         .map_err(|e| load_err("config.json", e.to_string()))?;
+        let shape = (
+            config.hidden_size,
+            config.num_hidden_layers,
+            config.num_attention_heads,
+            config.intermediate_size,
+            config.hidden_act.as_str(),
+            config
+                .position_embedding_type
+                .as_deref()
+                .unwrap_or("absolute"),
+        );
+        if shape != (HIDDEN, 6, 12, 1536, "gelu", "absolute") {
+            return Err(load_err(
+                "config.json",
+                format!("not all-MiniLM-L6-v2's shape (hidden, layers, heads, ffn, act, positions): {shape:?}"),
+            ));
+        }
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| load_err("tokenizer.json", e.to_string()))?;
-        // The file pads every text to 128 tokens; pad to the longest text
-        // of the batch instead and mask the padding out of the mean.
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
+        // The file pads every text to 128 tokens; the encoder takes each
+        // text at its own length instead.
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MINILM_MAX_TOKENS,
@@ -68,14 +92,11 @@ impl MiniLm {
             }))
             .map_err(|e| load_err("tokenizer.json", e.to_string()))?;
         let weights = dir.join("model.safetensors");
-        // Safe: the file was just checked against its pinned digest and is
-        // read, not mapped, so a later change to it cannot reach us.
+        // Read, not mapped: the file was just checked against its pinned
+        // digest, and a later change to it cannot reach us.
         let bytes = std::fs::read(&weights).map_err(|e| ModelError::io(&weights, e))?;
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu)
-            .map_err(|e| load_err("model.safetensors", e.to_string()))?;
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| load_err("model.safetensors", e.to_string()))?;
-        Ok(MiniLm { model, tokenizer })
+        let encoder = Encoder::load(&bytes, &weights)?;
+        Ok(MiniLm { encoder, tokenizer })
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
@@ -87,30 +108,22 @@ impl MiniLm {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| run(e.to_string()))?;
-        let len = enc.first().map_or(0, |e| e.get_ids().len());
-        let n = enc.len();
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for e in &enc {
-            ids.extend_from_slice(e.get_ids());
-            mask.extend_from_slice(e.get_attention_mask());
-        }
-        let c = |e: candle_core::Error| run(e.to_string());
-        let ids = Tensor::from_vec(ids, (n, len), &Device::Cpu).map_err(c)?;
-        let mask = Tensor::from_vec(mask, (n, len), &Device::Cpu).map_err(c)?;
-        let types = ids.zeros_like().map_err(c)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask)).map_err(c)?;
-        // Mean over the real tokens: Σ h·m / Σ m.
-        let m = mask
-            .to_dtype(DType::F32)
-            .map_err(c)?
-            .unsqueeze(2)
-            .map_err(c)?;
-        let summed = hidden.broadcast_mul(&m).map_err(c)?.sum(1).map_err(c)?;
-        let counts = m.sum(1).map_err(c)?;
-        let mean = summed.broadcast_div(&counts).map_err(c)?;
-        let rows: Vec<Vec<f32>> = mean.to_vec2().map_err(c)?;
-        Ok(rows.into_iter().map(normalize).collect())
+        let ids: Vec<&[u32]> = enc.iter().map(|e| e.get_ids()).collect();
+        let hidden = self.encoder.forward(&ids).map_err(run)?;
+        // Mean over each text's tokens, then unit length.
+        let mut rows = hidden.chunks_exact(HIDDEN);
+        Ok(ids
+            .iter()
+            .map(|t| {
+                let mut mean = vec![0f32; HIDDEN];
+                for row in rows.by_ref().take(t.len()) {
+                    mean.iter_mut().zip(row).for_each(|(m, h)| *m += h);
+                }
+                let n = t.len().max(1) as f32;
+                mean.iter_mut().for_each(|m| *m /= n);
+                normalize(mean)
+            })
+            .collect())
     }
 }
 

@@ -5,7 +5,7 @@
 //! ([`registry`]); fetching, verifying and listing them under a models
 //! directory — one per user by default, shared by every data directory
 //! ([`fetch`]); sentence embeddings — all-MiniLM-L6-v2
-//! on candle and the hash fallback — behind the [`Embedder`] trait
+//! (its forward pass in `bert.rs`) and the hash fallback — behind the [`Embedder`] trait
 //! ([`embed`]); greedy, grammar-constrained generation with a GGUF chat
 //! model on candle's quantized llama, its tokenizer and chat template
 //! taken from the GGUF ([`chat`], [`gguf_tokenizer`]); and the TLS set-up
@@ -25,13 +25,15 @@
 //! sampling randomness).
 //!
 //! Hand-written here: the PEP 503 index lookup (one anchor on one page;
-//! pip is not a library), the mean pooling of MiniLM (three tensor
-//! operations on candle's BERT) and the generation loop (see [`chat`]).
-//! Grammars are llguidance's (the library llama.cpp and vLLM use);
-//! chat templates are rendered by minijinja.
+//! pip is not a library), MiniLM's BERT forward pass (`bert.rs`: ~400
+//! lines on faer's matrix products, in place of candle's `BertModel`; its
+//! module doc says why) and the generation loop (see [`chat`]). Grammars
+//! are llguidance's (the library llama.cpp and vLLM use); chat templates
+//! are rendered by minijinja.
 
 #![forbid(unsafe_code)]
 
+mod bert;
 pub mod chat;
 pub mod embed;
 pub mod error;

@@ -65,6 +65,41 @@ fn minilm_matches_sentence_transformers() {
     }
 }
 
+/// Each text attends to its own tokens only, so its vector does not depend
+/// on the batch it came in (more than one batch of 32 here, of mixed
+/// lengths: the batched products run on several threads, the single ones
+/// on one).
+#[test]
+fn minilm_batch_equals_one_by_one() {
+    let long = "the ledger appends every action ".repeat(80);
+    let mut texts: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "thought {i}: {}",
+                "check the backup job and report. ".repeat(i % 7)
+            )
+        })
+        .collect();
+    texts.push(String::new());
+    texts.push(long);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let batch = minilm().embed(&refs).unwrap();
+    assert_eq!(batch.len(), refs.len());
+    for (i, text) in refs.iter().enumerate() {
+        let single = minilm().embed_one(text).unwrap();
+        assert!(
+            (dot(&single, &single) - 1.0).abs() < 1e-5,
+            "text {i} not unit"
+        );
+        for (j, (a, b)) in batch[i].iter().zip(&single).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "text {i} dim {j}: batch {a} vs alone {b}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_missing_model_names_the_command_that_fetches_it() {
     let dir = tempfile::tempdir().unwrap();
