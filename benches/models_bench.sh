@@ -81,7 +81,10 @@ for r in $(seq 1 "$ROUNDS"); do
   # llama-bench processes exactly as many prompt tokens as the chat-template
   # rendering of Capsule's prompt has.
   n_prompt="$(echo "$line" | grep -o '"prompt_tokens":[0-9]*' | cut -d: -f2)"
-  "$LLAMA_BENCH" -m "$GGUF" -p "$n_prompt" -n "$GEN" -t "$THREADS" -r 5 -o jsonl \
+  # --repack 0: on CPUs with AMX (Sapphire Rapids and later) the native
+  # build's AMX path crashes in this VM (SIGSEGV in ggml_backend_amx_mul_mat);
+  # Q4_1 has no AMX kernel anyway, so the CPU path is the one measured.
+  "$LLAMA_BENCH" -m "$GGUF" -p "$n_prompt" -n "$GEN" -t "$THREADS" -r 5 --repack 0 -o jsonl \
     | sed "s/^{/{\"round\":$r,\"bench\":\"llama-bench\",/" >>"$OUT"
 done
 
