@@ -43,7 +43,9 @@ fn main() {
             let n = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
             llm(n(1, 64), n(2, 64));
         }
-        _ => eprintln!("usage: models_bench embed [candle|capsule] | llm [PROMPT_TOKENS GEN_TOKENS] | gguf"),
+        _ => eprintln!(
+            "usage: models_bench embed [candle|capsule] | llm [PROMPT_TOKENS GEN_TOKENS] | gguf"
+        ),
     }
 }
 
