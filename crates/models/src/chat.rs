@@ -336,9 +336,7 @@ impl LocalChat {
             }
         }))
     }
-}
 
-impl LocalChat {
     /// The longest suffix of `close` that the grammar accepts next and
     /// that leaves it complete; all of `close` when none does (the cut fell
     /// where the grammar needs more than the closing text: the output is
