@@ -56,6 +56,76 @@ fn authed<T>(token: &str, msg: T) -> Result<tonic::Request<T>> {
     Ok(req)
 }
 
+/// Section 7: a calc, a medical and a general task submitted and fetched
+/// by ID, the same query again a cache hit, and feedback moving a
+/// pattern's confidence.
+async fn tasks_section(api: &ApiClient) -> Result<()> {
+    use crate::task_cmd::wait_for;
+    let wait = std::time::Duration::from_secs(120);
+    let mut calc_id = String::new();
+    for (query, domain) in [
+        ("0.1 + 0.2", Some("calc")),
+        ("BMI for 70 kg, 1.75 m", None),
+        ("What is the capital of France?", None),
+    ] {
+        let mut body = json!({ "query": query });
+        if let Some(d) = domain {
+            body["domain"] = json!(d);
+        }
+        let r = api.post("/v1/tasks", &body).await?;
+        expect("submit", &r, 202)?;
+        let b = &r.body;
+        let id = b["task_id"].as_str().context("task_id")?.to_string();
+        println!(
+            "   {query:?} → {} ({} by {}, confidence {:.2}), {} in {:.2} ms; task {id}",
+            b["status"].as_str().unwrap_or("?"),
+            b["domain"].as_str().unwrap_or("?"),
+            b["classification"]["method"].as_str().unwrap_or("?"),
+            b["classification"]["confidence"].as_f64().unwrap_or(f64::NAN),
+            b["policy_decision"]["outcome"].as_str().unwrap_or("?"),
+            b["latency_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+        let done = wait_for(api, &id, wait).await?;
+        expect("get task", &done, 200)?;
+        let t = &done.body;
+        let answer = t["result"]["answer"].as_str().or(t["error"].as_str()).unwrap_or("");
+        let answer: String = answer.split_whitespace().collect::<Vec<_>>().join(" ");
+        let shown: String = answer.chars().take(150).collect();
+        println!(
+            "     GET /v1/tasks/{{id}} → {} by the {} bot{} in {:.1} ms: {shown}{}",
+            t["status"].as_str().unwrap_or("?"),
+            t["result"]["bot"].as_str().unwrap_or("?"),
+            t["result"]["model"].as_str().map(|m| format!(" ({m})")).unwrap_or_default(),
+            t["duration_ms"].as_f64().unwrap_or(f64::NAN),
+            if answer.chars().count() > 150 { "…" } else { "" }
+        );
+        if domain == Some("calc") {
+            calc_id = id.clone();
+            let again = api.post("/v1/tasks", &body).await?;
+            expect("submit again", &again, 202)?;
+            println!(
+                "     the same query again → {} in {:.2} ms, no bot run (result {})",
+                again.body["status"].as_str().unwrap_or("?"),
+                again.body["latency_ms"].as_f64().unwrap_or(f64::NAN),
+                again.body["result_id"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    let before = api.get(&format!("/v1/tasks/{calc_id}")).await?.body["pattern"]["confidence"].as_f64();
+    let r = api
+        .post(&format!("/v1/tasks/{calc_id}/feedback"), &json!({ "outcome": "success" }))
+        .await?;
+    expect("feedback", &r, 200)?;
+    println!(
+        "   feedback success on the calc task → its pattern's confidence {:.2} → {:.2} ({} layer, usage {})",
+        before.unwrap_or(f64::NAN),
+        r.body["pattern"]["confidence"].as_f64().unwrap_or(f64::NAN),
+        r.body["pattern"]["layer"].as_str().unwrap_or("?"),
+        r.body["pattern"]["usage"]
+    );
+    Ok(())
+}
+
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
@@ -268,7 +338,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         let r = ops.call(reqwest::Method::PUT, "/v1/policy/mode", Some(&json!({ "mode": "semi_autonomous" }))).await?;
         expect("semi_autonomous mode", &r, 200)?;
 
-        println!("\n7. The kill switch:");
+        println!("\n7. The task mesh (POST /v1/tasks; results fetched by content ID):");
+        tasks_section(&api).await?;
+
+        println!("\n8. The kill switch:");
         let r = ops.post("/v1/kill", &json!({ "reason": "demo: stop everything" })).await?;
         expect("arm", &r, 200)?;
         let before = api.get("/v1/kernel/state").await?.body["step"].clone();
@@ -292,7 +365,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         expect("proof", &r, 200)?;
         let proof = r.body;
         server.stop().await?;
-        println!("\n8. Graceful shutdown: requests drained, ledger flushed and checkpointed.");
+        println!("\n9. Graceful shutdown: requests drained, ledger flushed and checkpointed.");
         anyhow::Ok((proven_seq, proof))
     })?;
 
@@ -324,17 +397,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let proof_ok = verify_inclusion(proven_seq, size, &leaf, &path, &root).is_ok()
         && reader.root(size)? == root;
     println!(
-        "9. Ledger: {} entries ({} policy decisions), {} signed checkpoints; verified against {key}.",
+        "10. Ledger: {} entries ({} policy decisions), {} signed checkpoints; verified against {key}.",
         report.entries, decisions, report.checkpoints
     );
     println!(
-        "   Inclusion proof of entry #{proven_seq} (the allowed measurement): {} hashes to the root of size {size}: {}.",
+        "    Inclusion proof of entry #{proven_seq} (the allowed measurement): {} hashes to the root of size {size}: {}.",
         path.len(),
         if proof_ok { "valid" } else { "INVALID" }
     );
     let replayed = capsule_cortex::replay::replay(size, 0, |seq| reader.entry(seq))?;
     println!(
-        "10. Replay (capsule replay): {} kernel operations re-run from the ledger alone, {} model reply re-checked, no model loaded: {}.",
+        "11. Replay (capsule replay): {} kernel operations re-run from the ledger alone, {} model reply re-checked, no model loaded: {}.",
         replayed.steps.len(),
         replayed.model_replies,
         if replayed.matches() { "same plans, same kernel states bit for bit" } else { "DIFFERS" }

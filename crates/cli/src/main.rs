@@ -18,6 +18,7 @@ mod policy_cmd;
 mod progress;
 mod service_cmd;
 mod store_cmd;
+mod task_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -62,6 +63,10 @@ enum Command {
     Approvals(policy_cmd::ApprovalsArgs),
     /// The object store: put, get, stat, verify, quarantine, encrypt.
     Store(store_cmd::StoreArgs),
+    /// Tasks of a running service's mesh: submit, get, feedback.
+    Task(task_cmd::TaskArgs),
+    /// Pattern memory of a running service: list, maintain.
+    Patterns(task_cmd::PatternsArgs),
     /// A short guided session on embedded defaults.
     Demo(demo::DemoArgs),
     /// Measure performance against reference implementations.
@@ -87,6 +92,8 @@ fn main() -> ExitCode {
         Command::Kill(args) => policy_cmd::run_kill(args),
         Command::Approvals(args) => policy_cmd::run_approvals(args),
         Command::Store(args) => store_cmd::run(args),
+        Command::Task(args) => task_cmd::run(args),
+        Command::Patterns(args) => task_cmd::run_patterns(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench { command } => bench::run(command),
     };

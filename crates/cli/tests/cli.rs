@@ -139,6 +139,13 @@ fn demo_serves_http_and_grpc_and_ends_with_a_verified_ledger() {
         "HTTP 423",
         "thinking resumes",
         "valid.",
+        "\"0.1 + 0.2\" → queued (calc by given",
+        "= 3/10",
+        "the same query again → cache_hit",
+        "(medical by embedding",
+        "SIMULATION ONLY",
+        "by the general bot (",
+        "feedback success on the calc task → its pattern's confidence 0.55 → 0.60",
     ] {
         assert!(text.contains(expected), "{expected:?} missing from\n{text}");
     }

@@ -41,6 +41,14 @@ pub trait ChatModel: Send + Sync {
     fn unavailable(&self) -> Option<String> {
         None
     }
+    /// A free-text answer (no plan schema, no JSON mode), for the task
+    /// mesh's general bot. Models that only plan refuse.
+    fn answer(&self, _prompt: &ChatPrompt) -> Result<String, PlanError> {
+        Err(PlanError {
+            planner: self.name().to_string(),
+            reason: "this model answers plans only, not free text".into(),
+        })
+    }
 }
 
 /// The part of a plan a model chooses.
@@ -251,6 +259,9 @@ TEXT: /[A-Za-z][A-Za-z0-9 ,.;:'()?!-]{0,160}/"#,
 /// closing text ends a rationale cut at this budget.
 pub const LOCAL_MAX_TOKENS: usize = 64;
 
+/// Tokens the local model may generate for a free-text answer.
+pub const LOCAL_ANSWER_TOKENS: usize = 160;
+
 /// SmolLM2 (or another local GGUF chat model) as a [`ChatModel`].
 pub struct LocalModel {
     chat: LocalChat,
@@ -272,6 +283,21 @@ impl ChatModel for LocalModel {
     }
 
     fn complete(&self, prompt: &ChatPrompt) -> Result<String, PlanError> {
+        self.generate(prompt, LOCAL_MAX_TOKENS, Some(PLAN_GRAMMAR))
+    }
+
+    fn answer(&self, prompt: &ChatPrompt) -> Result<String, PlanError> {
+        self.generate(prompt, LOCAL_ANSWER_TOKENS, None)
+    }
+}
+
+impl LocalModel {
+    fn generate(
+        &self,
+        prompt: &ChatPrompt,
+        max_tokens: usize,
+        grammar: Option<GrammarSpec>,
+    ) -> Result<String, PlanError> {
         let err = |e: capsule_models::ModelError| PlanError {
             planner: "local".into(),
             reason: e.to_string(),
@@ -282,7 +308,7 @@ impl ChatModel for LocalModel {
             .map_err(err)?;
         Ok(self
             .chat
-            .generate(&text, LOCAL_MAX_TOKENS, Some(PLAN_GRAMMAR))
+            .generate(&text, max_tokens, grammar)
             .map_err(err)?
             .text)
     }

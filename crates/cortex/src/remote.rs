@@ -218,10 +218,21 @@ impl ChatModel for OpenAiChat {
     }
 
     fn complete(&self, prompt: &ChatPrompt) -> Result<String, PlanError> {
+        self.chat(prompt, true)
+    }
+
+    fn answer(&self, prompt: &ChatPrompt) -> Result<String, PlanError> {
+        self.chat(prompt, false)
+    }
+}
+
+impl OpenAiChat {
+    /// One chat completion; `json` asks for JSON mode (plans).
+    fn chat(&self, prompt: &ChatPrompt, json: bool) -> Result<String, PlanError> {
         let key = self.http.api_key()?;
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, self.http.secret(format!("Bearer {key}"))?);
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.http.config.model,
             "messages": [
                 {"role": "system", "content": prompt.system},
@@ -229,8 +240,10 @@ impl ChatModel for OpenAiChat {
             ],
             "temperature": 0,
             "max_tokens": self.http.config.max_tokens,
-            "response_format": {"type": "json_object"},
         });
+        if json {
+            body["response_format"] = serde_json::json!({"type": "json_object"});
+        }
         let reply: ChatCompletion = self.http.post(headers, &body, "a chat completion")?;
         let Some(choice) = reply.choices.into_iter().next() else {
             return Err(self.http.fail("the chat completion has no choices".into()));
@@ -320,6 +333,11 @@ impl ChatModel for AnthropicChat {
             )));
         }
         Ok(texts.concat())
+    }
+
+    /// The same request: the Messages API has no JSON mode to leave out.
+    fn answer(&self, prompt: &ChatPrompt) -> Result<String, PlanError> {
+        self.complete(prompt)
     }
 }
 

@@ -239,12 +239,82 @@ impl Default for StorageSection {
 #[serde(deny_unknown_fields, default)]
 pub struct MeshSection {
     pub backend: String,
+    /// DISPATCH_ENABLED: run queued tasks (false: log-only mode, tasks
+    /// stay queued until `PUT /v1/mesh/dispatch`).
+    pub dispatch: bool,
+    /// LEARNING_ENABLED: update pattern memory.
+    pub learning: bool,
+    /// EXT_ACTIONS_ENABLED: let bots act outside the process (no bot does yet).
+    pub ext_actions: bool,
+    /// Queue capacity of each topic.
+    pub queue_capacity: usize,
+    /// Per-topic capacities, e.g. `{ general = 32 }`.
+    pub queue_capacities: std::collections::HashMap<String, usize>,
+    /// Threads that run bots.
+    pub workers: usize,
+    /// The chat model of the general bot: local, openai or anthropic.
+    pub general_model: String,
+    /// Below this best MiniLM similarity the keyword fallback classifies.
+    pub classify_threshold: f32,
+    /// Fold guard: linked writes per write, depth, writes per window.
+    pub fold_max_fanout: u32,
+    pub fold_max_depth: u32,
+    pub fold_max_per_window: u32,
+    pub fold_window_ms: u64,
+    /// Pattern maintenance on its own, every this many seconds.
+    pub maintenance_interval_s: u64,
 }
 
 impl Default for MeshSection {
     fn default() -> Self {
+        let m = capsule_mesh::MeshConfig::default();
         MeshSection {
             backend: "embedded".into(),
+            dispatch: m.dispatch,
+            learning: m.learning,
+            ext_actions: m.ext_actions,
+            queue_capacity: m.queue_capacity,
+            queue_capacities: Default::default(),
+            workers: m.workers,
+            general_model: "local".into(),
+            classify_threshold: m.classify_threshold,
+            fold_max_fanout: m.fold.max_fanout,
+            fold_max_depth: m.fold.max_depth,
+            fold_max_per_window: m.fold.max_per_window,
+            fold_window_ms: m.fold.window.as_millis() as u64,
+            maintenance_interval_s: m.maintenance_interval.as_secs(),
+        }
+    }
+}
+
+/// The environment variables SPEC N7 names, over `[mesh]` (and over
+/// `CAPSULE_MESH__*`): `DISPATCH_ENABLED`, `LEARNING_ENABLED`,
+/// `EXT_ACTIONS_ENABLED`, each `true`/`false`/`1`/`0`.
+pub const MESH_FLAGS: [(&str, &str); 3] = [
+    ("DISPATCH_ENABLED", "dispatch"),
+    ("LEARNING_ENABLED", "learning"),
+    ("EXT_ACTIONS_ENABLED", "ext_actions"),
+];
+
+impl MeshSection {
+    /// The mesh's configuration.
+    pub fn mesh_config(&self) -> capsule_mesh::MeshConfig {
+        capsule_mesh::MeshConfig {
+            dispatch: self.dispatch,
+            learning: self.learning,
+            ext_actions: self.ext_actions,
+            queue_capacity: self.queue_capacity,
+            queue_capacities: self.queue_capacities.clone(),
+            workers: self.workers,
+            classify_threshold: self.classify_threshold,
+            fold: capsule_mesh::fold::FoldLimits {
+                max_fanout: self.fold_max_fanout,
+                max_depth: self.fold_max_depth,
+                max_per_window: self.fold_max_per_window,
+                window: Duration::from_millis(self.fold_window_ms),
+            },
+            retry_after_s: 1,
+            maintenance_interval: Duration::from_secs(self.maintenance_interval_s),
         }
     }
 }
@@ -394,6 +464,35 @@ impl Config {
                 self.storage.backend
             );
         }
+        let m = &self.mesh;
+        if !["local", "openai", "anthropic"].contains(&m.general_model.as_str()) {
+            bail!(
+                "mesh.general_model: {:?} is not a chat model; choose \"local\", \"openai\" or \"anthropic\"",
+                m.general_model
+            );
+        }
+        for (key, value) in [
+            ("mesh.queue_capacity", m.queue_capacity as u64),
+            ("mesh.workers", m.workers as u64),
+            ("mesh.fold_max_fanout", m.fold_max_fanout as u64),
+            ("mesh.fold_max_depth", m.fold_max_depth as u64),
+            ("mesh.fold_max_per_window", m.fold_max_per_window as u64),
+            ("mesh.fold_window_ms", m.fold_window_ms),
+            ("mesh.maintenance_interval_s", m.maintenance_interval_s),
+        ] {
+            if value == 0 {
+                bail!("{key}: must be at least 1");
+            }
+        }
+        if m.workers > 64 {
+            bail!("mesh.workers: at most 64");
+        }
+        if let Some((topic, _)) = m.queue_capacities.iter().find(|(_, c)| **c == 0) {
+            bail!("mesh.queue_capacities.{topic}: must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&m.classify_threshold) {
+            bail!("mesh.classify_threshold: must be in [0, 1]");
+        }
         if self.mesh.backend != "embedded" {
             bail!(
                 "mesh.backend: {:?} is not available; only \"embedded\" is built",
@@ -473,7 +572,8 @@ fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<()> {
-    for (name, value) in env {
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    for (name, value) in &env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
@@ -501,12 +601,51 @@ fn apply_env(
         }
         at.insert(key.clone(), parsed);
     }
+    // SPEC N7's flag names win over the file and `CAPSULE_MESH__*`.
+    for (name, value) in &env {
+        let Some((_, key)) = MESH_FLAGS.iter().find(|(flag, _)| flag == name) else {
+            continue;
+        };
+        let on = match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => bail!("{name}: {value:?} is not true, false, 1 or 0"),
+        };
+        let mesh = table
+            .entry("mesh")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(mesh) = mesh else {
+            bail!("{name}: mesh in the config file is not a table");
+        };
+        mesh.insert(key.to_string(), toml::Value::Boolean(on));
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mesh_flags_come_from_the_file_the_prefixed_variables_and_the_spec_names() {
+        let c = load("[mesh]\ndispatch = false\n", &[]).unwrap();
+        assert!(!c.mesh.dispatch && c.mesh.learning && !c.mesh.ext_actions);
+        let c = load(
+            "[mesh]\ndispatch = false\n",
+            &[("DISPATCH_ENABLED", "1"), ("CAPSULE_MESH__LEARNING", "false"), ("EXT_ACTIONS_ENABLED", "true")],
+        )
+        .unwrap();
+        assert!(c.mesh.dispatch && !c.mesh.learning && c.mesh.ext_actions);
+        // The spec's name wins over the prefixed one.
+        let c = load("", &[("LEARNING_ENABLED", "true"), ("CAPSULE_MESH__LEARNING", "false")]).unwrap();
+        assert!(c.mesh.learning);
+        let e = load("", &[("DISPATCH_ENABLED", "maybe")]).unwrap_err().to_string();
+        assert!(e.contains("DISPATCH_ENABLED"), "{e}");
+        let e = load("[mesh]\nworkers = 0\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("mesh.workers"), "{e}");
+        let e = load("[mesh]\ngeneral_model = \"oracle\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("mesh.general_model"), "{e}");
+    }
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config> {
         let dir = tempfile::tempdir().unwrap();

@@ -67,6 +67,11 @@ pub fn approvals(data: &Path) -> PathBuf {
     data.join("approvals.db")
 }
 
+/// The task mesh's tasks and patterns.
+pub fn mesh(data: &Path) -> PathBuf {
+    data.join("mesh.db")
+}
+
 pub fn store(data: &Path) -> PathBuf {
     data.join("store")
 }

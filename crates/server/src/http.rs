@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-type Svc = State<Arc<Service>>;
+pub(crate) type Svc = State<Arc<Service>>;
 
 /// A JSON error reply.
 #[derive(Debug)]
@@ -64,11 +64,11 @@ impl ApiError {
         self
     }
 
-    fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", reason).field(field)
     }
 
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
 
@@ -162,7 +162,7 @@ impl From<CortexError> for ApiError {
     }
 }
 
-fn ledger_error(e: LedgerError) -> ApiError {
+pub(crate) fn ledger_error(e: LedgerError) -> ApiError {
     match e {
         LedgerError::Invalid { field, reason } => ApiError::bad_request(field, reason),
         e @ (LedgerError::Failed(_) | LedgerError::Closed) => ApiError::new(
@@ -177,7 +177,7 @@ fn ledger_error(e: LedgerError) -> ApiError {
 /// The reason `ApprovalQueue` gives for an id it does not hold.
 const NO_SUCH_APPROVAL: &str = "no such approval";
 
-fn policy_error(e: PolicyError) -> ApiError {
+pub(crate) fn policy_error(e: PolicyError) -> ApiError {
     match e {
         PolicyError::Invalid { field, reason } => ApiError::bad_request(field, reason),
         PolicyError::Approval { id, reason } if reason == NO_SUCH_APPROVAL => ApiError::new(
@@ -194,7 +194,7 @@ fn policy_error(e: PolicyError) -> ApiError {
     }
 }
 
-fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
+pub(crate) fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
     if roles.contains(&caller.role) {
         return Ok(());
     }
@@ -210,7 +210,7 @@ fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
     ))
 }
 
-fn refuse_if_killed(svc: &Service) -> Result<(), ApiError> {
+pub(crate) fn refuse_if_killed(svc: &Service) -> Result<(), ApiError> {
     if svc.kill.is_armed() {
         return Err(ApiError::killed());
     }
@@ -218,7 +218,7 @@ fn refuse_if_killed(svc: &Service) -> Result<(), ApiError> {
 }
 
 /// Runs blocking work (kernel steps, fsync) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -329,6 +329,13 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::post("/v1/kernel/reset", kernel_reset),
         Endpoint::get("/v1/kernel/dump", kernel_dump),
         Endpoint::get("/v1/sessions", sessions),
+        Endpoint::post("/v1/tasks", crate::mesh_http::submit),
+        Endpoint::get("/v1/tasks/{id}", crate::mesh_http::task),
+        Endpoint::post("/v1/tasks/{id}/feedback", crate::mesh_http::feedback),
+        Endpoint::get("/v1/patterns", crate::mesh_http::patterns),
+        Endpoint::post("/v1/patterns/maintain", crate::mesh_http::maintain),
+        Endpoint::get("/v1/mesh", crate::mesh_http::mesh_state),
+        Endpoint::put("/v1/mesh/dispatch", crate::mesh_http::dispatch),
         Endpoint::get("/v1/kill", kill_status),
         Endpoint::post("/v1/kill", kill_arm),
         Endpoint::delete("/v1/kill", kill_disarm),
@@ -396,7 +403,10 @@ pub fn metrics_router(svc: Arc<Service>) -> Router {
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    svc.metrics.render(svc.ledger.size()),
+                    {
+                        svc.metrics.observe_mesh(&svc.mesh);
+                        svc.metrics.render(svc.ledger.size())
+                    },
                 )
             }),
         )
@@ -492,6 +502,7 @@ async fn state(State(svc): Svc, Extension(_): Extension<Caller>) -> Result<Json<
         "ledger_entries": svc.ledger.size(),
         "memory_events": svc.cortex.memory().count().map_err(ApiError::internal)?,
         "planners": svc.cortex.planner_names(),
+        "mesh": svc.mesh.state(),
     })))
 }
 
@@ -985,12 +996,20 @@ async fn approval_sign(
             .sign(id, &body.key, &body.signature, &keys, &svc.ledger)
             .map_err(policy_error)?;
         let mut reply = serde_json::to_value(&after).map_err(ApiError::internal)?;
-        if after.status == "approved" && svc.cortex.runs(&after) {
-            let released = svc.cortex.release(id)?;
-            svc.metrics.approvals_released.inc();
-            reply = serde_json::to_value(svc.approvals().show(id).map_err(policy_error)?)
-                .map_err(ApiError::internal)?;
-            reply["released"] = serde_json::to_value(released).map_err(ApiError::internal)?;
+        if after.status == "approved" {
+            let released = if svc.cortex.runs(&after) {
+                Some(serde_json::to_value(svc.cortex.release(id)?).map_err(ApiError::internal)?)
+            } else if svc.mesh.runs(&after) {
+                Some(svc.mesh.release(id).map_err(crate::mesh_http::mesh_error)?)
+            } else {
+                None
+            };
+            if let Some(released) = released {
+                svc.metrics.approvals_released.inc();
+                reply = serde_json::to_value(svc.approvals().show(id).map_err(policy_error)?)
+                    .map_err(ApiError::internal)?;
+                reply["released"] = released;
+            }
         }
         Ok(Json(reply))
     })

@@ -18,6 +18,8 @@
 //! and map errors to status codes.
 
 #![forbid(unsafe_code)]
+// The OpenAPI document is one large `json!`.
+#![recursion_limit = "256"]
 
 pub mod auth;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod data;
 pub mod extract;
 pub mod grpc;
 pub mod http;
+mod mesh_http;
 pub mod metrics;
 pub mod openapi;
 pub mod service;
@@ -132,6 +135,9 @@ pub async fn serve(
     };
     // Requests still on blocking threads hold their own Arc; close() makes
     // them fail cleanly rather than write after the final checkpoint.
+    // The mesh's workers stop taking tasks; a task a worker is running as
+    // the ledger closes stays `running` and runs again at the next start.
+    svc.mesh.close();
     let ledger = svc.ledger.clone();
     let closed = tokio::task::spawn_blocking(move || ledger.close()).await;
     match closed {

@@ -32,6 +32,17 @@ pub struct Metrics {
     pub drift_warnings: Family<Labels, Counter>,
     pub approvals_released: Counter,
     pub approvals_expired: Counter,
+    pub tasks: Family<Labels, Counter>,
+    pub bot_seconds: Family<Labels, Histogram>,
+    pub mesh_publishes: Family<Labels, Counter>,
+    pub envelope_bytes: Histogram,
+    pub breaker_trips: Family<Labels, Counter>,
+    pub queue_depth: Family<Labels, Gauge>,
+    pub patterns: Family<Labels, Gauge>,
+}
+
+fn bot_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 2.0, 24))
 }
 
 impl Metrics {
@@ -53,6 +64,13 @@ impl Metrics {
             drift_warnings: Family::default(),
             approvals_released: Counter::default(),
             approvals_expired: Counter::default(),
+            tasks: Family::default(),
+            bot_seconds: Family::new_with_constructor(bot_histogram),
+            mesh_publishes: Family::default(),
+            envelope_bytes: Histogram::new(exponential_buckets(16.0, 2.0, 10)),
+            breaker_trips: Family::default(),
+            queue_depth: Family::default(),
+            patterns: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -126,7 +144,59 @@ impl Metrics {
             "approvals that expired before release",
             m.approvals_expired.clone(),
         );
+        registry.register(
+            "mesh_tasks",
+            "task submits and results by domain and status (queued, cache_hit, pending_approval, blocked; done, failed)",
+            m.tasks.clone(),
+        );
+        registry.register(
+            "mesh_bot_duration_seconds",
+            "time a bot took to run one task, by domain",
+            m.bot_seconds.clone(),
+        );
+        registry.register(
+            "mesh_publishes",
+            "messages the router queued, by topic",
+            m.mesh_publishes.clone(),
+        );
+        registry.register(
+            "mesh_envelope_bytes",
+            "encoded size of each router-to-bot message (IDs only)",
+            m.envelope_bytes.clone(),
+        );
+        registry.register(
+            "mesh_breaker_trips",
+            "memory writes the fold guard refused, by limit (fanout, depth, window)",
+            m.breaker_trips.clone(),
+        );
+        registry.register(
+            "mesh_queue_depth",
+            "tasks queued per topic",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "mesh_patterns",
+            "patterns in pattern memory, by layer",
+            m.patterns.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Read the mesh's gauges (queue depths, patterns per layer).
+    pub fn observe_mesh(&self, mesh: &capsule_mesh::Mesh) {
+        for d in mesh.depths() {
+            self.queue_depth
+                .get_or_create(&vec![("topic".into(), d.topic)])
+                .set(d.queued as i64);
+        }
+        if let Ok(counts) = mesh.pattern_counts() {
+            for layer in ["immediate", "pattern", "archive"] {
+                let n = counts.iter().find(|(l, _)| l == layer).map_or(0, |c| c.1);
+                self.patterns
+                    .get_or_create(&vec![("layer".into(), layer.into())])
+                    .set(n as i64);
+            }
+        }
     }
 
     /// The Prometheus text exposition.
@@ -142,6 +212,34 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+impl capsule_mesh::MeshObserver for Metrics {
+    fn submitted(&self, domain: &str, status: &str) {
+        self.tasks
+            .get_or_create(&vec![("domain".into(), domain.into()), ("status".into(), status.into())])
+            .inc();
+    }
+
+    fn finished(&self, domain: &str, status: &str, seconds: f64) {
+        self.submitted(domain, status);
+        self.bot_seconds
+            .get_or_create(&vec![("domain".into(), domain.into())])
+            .observe(seconds);
+    }
+
+    fn published(&self, topic: &str, bytes: usize) {
+        self.mesh_publishes
+            .get_or_create(&vec![("topic".into(), topic.into())])
+            .inc();
+        self.envelope_bytes.observe(bytes as f64);
+    }
+
+    fn tripped(&self, limit: &str) {
+        self.breaker_trips
+            .get_or_create(&vec![("limit".into(), limit.into())])
+            .inc();
     }
 }
 

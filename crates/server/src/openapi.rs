@@ -59,6 +59,13 @@ pub const ROUTES: &[Route] = &[
     r("get", "/v1/approvals", "any", "Approvals; query status (pending by default, or all).", None),
     r("get", "/v1/approvals/{id}", "any", "One approval: request, signatures, status and, once run, the result and its ledger entries.", None),
     r("post", "/v1/approvals/{id}/sign", "approver, operator", "Sign an approval (Ed25519 over \"capsule approval v1\\n<id>\\n<digest>\\n\"); the signature that completes the quorum runs a held think or kernel step once, and the reply carries it (released).", Some("SignRequest")),
+    r("post", "/v1/tasks", "agent, operator", "Submit a task (SPEC T1): query, optional domain (calc, medical, kernel, general; classified by MiniLM similarity with a keyword fallback when absent), class_path, params, user_id, lane. 202 with task_id (the content ID of domain, class_path, normalised query and params), status (queued, cache_hit, pending_approval, blocked), domain, classification {domain, confidence, method}, policy_decision, latency_ms and ledger_seq; a reused answer names reused_from. 503 queue_full with Retry-After when the topic's queue is full (nothing written).", Some("TaskRequest")),
+    r("get", "/v1/tasks/{id}", "any", "A task by ID: status (queued, running, done, failed, blocked, pending_approval), domain, result_id, result (the stored artifact: answer, data, citations, verification, bot, model, label), pattern {layer, confidence, usage}, ledger (its entries), error, cache_hits, trace.", None),
+    r("post", "/v1/tasks/{id}/feedback", "agent, operator", "Feedback on a done task's answer: success adds 0.05 to its pattern's confidence, failure takes 0.10; recorded. 409 when the task is not done or learning is off.", Some("FeedbackRequest")),
+    r("get", "/v1/patterns", "any", "Pattern memory: task_id, domain, layer (immediate, pattern, archive), confidence, usage, last_used_ns, result_id; query domain and layer filter.", None),
+    r("post", "/v1/patterns/maintain", "operator", "Run pattern maintenance now: promote (confidence >= 0.75, usage >= 3), archive (unused 90 days), prune (immediate, confidence < 0.2, usage < 2); each change is recorded.", None),
+    r("get", "/v1/mesh", "any", "The mesh: dispatch, learning and external-action flags, workers, queue depth and capacity per topic, fold-guard trips.", None),
+    r("put", "/v1/mesh/dispatch", "operator", "Switch dispatch on or off (off: log-only mode, tasks stay queued); recorded.", Some("DispatchRequest")),
     r("get", "/healthz", "none", "Liveness.", None),
     r("get", "/readyz", "none", "Readiness: 200 once serving, 503 before and while shutting down.", None),
     r("get", "/openapi.json", "none", "This document.", None),
@@ -181,6 +188,28 @@ pub const REPLIES: &[Reply] = &[
         "/v1/approvals/{id}/sign",
         &[(200, J("Approval"))],
         &[404, 409, 423, 502, 503],
+    ),
+    reply("post", "/v1/tasks", &[(202, J("TaskSubmitted"))], &[503]),
+    reply("get", "/v1/tasks/{id}", &[(200, J("Task"))], &[404]),
+    reply(
+        "post",
+        "/v1/tasks/{id}/feedback",
+        &[(200, J("Feedback"))],
+        &[404, 409, 503],
+    ),
+    reply("get", "/v1/patterns", &[(200, J("Patterns"))], &[]),
+    reply(
+        "post",
+        "/v1/patterns/maintain",
+        &[(200, J("Maintenance"))],
+        &[503],
+    ),
+    reply("get", "/v1/mesh", &[(200, J("MeshState"))], &[]),
+    reply(
+        "put",
+        "/v1/mesh/dispatch",
+        &[(200, J("DispatchReply"))],
+        &[503],
     ),
     reply("get", "/healthz", &[(200, Media("text/plain"))], &[]),
     reply(
@@ -371,6 +400,25 @@ fn schemas() -> Value {
                 "args": { "type": "object" }
             }
         },
+        "TaskRequest": {
+            "type": "object", "additionalProperties": false, "required": ["query"],
+            "properties": {
+                "query": { "type": "string", "minLength": 1, "maxLength": 4096 },
+                "domain": { "enum": ["calc", "medical", "kernel", "general"] },
+                "class_path": { "type": "string", "pattern": "^[A-Za-z0-9_./-]{1,128}$" },
+                "params": { "type": "object" },
+                "user_id": { "type": "string", "minLength": 1, "maxLength": 128 },
+                "lane": { "enum": ["experimental", "candidate", "prod"] }
+            }
+        },
+        "FeedbackRequest": {
+            "type": "object", "additionalProperties": false, "required": ["outcome"],
+            "properties": { "outcome": { "enum": ["success", "failure"] } }
+        },
+        "DispatchRequest": {
+            "type": "object", "additionalProperties": false, "required": ["enabled"],
+            "properties": { "enabled": { "type": "boolean" } }
+        },
         "SignRequest": {
             "type": "object", "additionalProperties": false, "required": ["key", "signature"],
             "properties": { "key": { "type": "string" }, "signature": { "type": "string" } }
@@ -557,8 +605,9 @@ fn reply_schemas() -> Value {
             }),
         ),
         "State": obj(
-            &["kernel", "kill_switch_armed", "mode", "modification_enabled", "drift", "policy_version", "ledger_entries", "memory_events", "planners"],
+            &["kernel", "kill_switch_armed", "mode", "modification_enabled", "drift", "policy_version", "ledger_entries", "memory_events", "planners", "mesh"],
             json!({
+                "mesh": ref_("MeshState"),
                 "kernel": ref_("KernelState"), "kill_switch_armed": boolean,
                 "modification_enabled": boolean,
                 "drift": { "type": "object", "additionalProperties": obj(&["ema", "last", "steps", "warn"], json!({
@@ -622,6 +671,77 @@ fn reply_schemas() -> Value {
                 })
             ) }
         })),
+        "TaskSubmitted": obj(
+            &["task_id", "status", "domain", "classification", "policy_decision", "latency_ms", "ledger_seq"],
+            json!({
+                "task_id": string,
+                "status": { "enum": ["queued", "cache_hit", "pending_approval", "blocked"] },
+                "domain": string,
+                "classification": obj(&["domain", "confidence", "method"], json!({
+                    "domain": string, "confidence": num,
+                    "method": { "enum": ["given", "embedding", "keyword", "default"] }
+                })),
+                "policy_decision": obj(&["outcome", "reason", "explanation"], json!({
+                    "outcome": string, "reason": string, "explanation": string
+                })),
+                "latency_ms": num, "ledger_seq": int,
+                "result_id": string, "reused_from": string, "approval_id": int
+            }),
+        ),
+        "Task": obj(
+            &["task_id", "status", "domain", "result_id", "result", "pattern", "ledger", "error", "cache_hits"],
+            json!({
+                "task_id": string,
+                "status": { "enum": ["queued", "running", "done", "failed", "blocked", "pending_approval"] },
+                "domain": string,
+                "result_id": { "type": ["string", "null"] },
+                "result": { "oneOf": [{ "type": "null" }, obj(
+                    &["answer", "data", "citations", "verification", "bot"],
+                    json!({
+                        "answer": string, "data": {}, "citations": { "type": "array" },
+                        "verification": obj(&["method", "passed"], json!({
+                            "method": string, "passed": { "type": ["boolean", "null"] }
+                        })),
+                        "bot": string, "model": string, "label": string
+                    }),
+                )] },
+                "pattern": { "oneOf": [{ "type": "null" }, obj(&["layer", "confidence", "usage"], json!({
+                    "layer": { "enum": ["immediate", "pattern", "archive"] }, "confidence": num, "usage": int
+                }))] },
+                "ledger": { "type": "array", "items": int },
+                "error": { "type": ["string", "null"] },
+                "reused_from": { "type": ["string", "null"] },
+                "approval_id": { "type": ["integer", "null"] },
+                "duration_ms": { "type": ["number", "null"] },
+                "cache_hits": int,
+                "trace": {}
+            }),
+        ),
+        "Feedback": obj(&["pattern"], json!({ "pattern": ref_("Pattern") })),
+        "Pattern": obj(&["task_id", "domain", "layer", "confidence", "usage", "last_used_ns", "result_id"], json!({
+            "task_id": string, "domain": string,
+            "layer": { "enum": ["immediate", "pattern", "archive"] },
+            "confidence": num, "usage": int, "last_used_ns": int, "result_id": string
+        })),
+        "Patterns": obj(&["patterns"], json!({ "patterns": { "type": "array", "items": ref_("Pattern") } })),
+        "Maintenance": obj(&["changes"], json!({ "changes": { "type": "array", "items": obj(
+            &["task_id", "from", "to", "reason", "ledger_seq"],
+            json!({
+                "task_id": string, "from": string, "to": { "type": ["string", "null"] },
+                "reason": string, "ledger_seq": int
+            }),
+        ) } })),
+        "MeshState": obj(
+            &["dispatch_enabled", "learning_enabled", "ext_actions_enabled", "workers", "queues", "breaker_trips"],
+            json!({
+                "dispatch_enabled": boolean, "learning_enabled": boolean, "ext_actions_enabled": boolean,
+                "workers": int, "breaker_trips": int,
+                "queues": { "type": "array", "items": obj(&["topic", "queued", "reserved", "capacity", "published"], json!({
+                    "topic": string, "queued": int, "reserved": int, "capacity": int, "published": int
+                })) }
+            }),
+        ),
+        "DispatchReply": obj(&["dispatch_enabled", "ledger_seq"], json!({ "dispatch_enabled": boolean, "ledger_seq": int })),
         "Readiness": obj(&["ready", "kill_switch_armed", "ledger_entries"], json!({
             "ready": boolean, "kill_switch_armed": boolean, "ledger_entries": int
         })),

@@ -14,6 +14,8 @@ use capsule_kernel::Kernel;
 use capsule_ledger::{Ledger, LedgerConfig};
 use capsule_memory::vector::VectorIndex;
 use capsule_memory::EventStore;
+use capsule_mesh::bots::{calc::CalcBot, general::GeneralBot, kernel::KernelBot, medical::MedicalBot};
+use capsule_mesh::{Bot, Mesh, MeshParts};
 use capsule_models::{Embedder, HashEmbedder, LocalChat, MiniLm, MINILM_DIMS, SMOLLM2};
 use capsule_policy::affect::AffectState;
 use capsule_policy::approvals::ApprovalQueue;
@@ -41,6 +43,7 @@ pub struct Service {
     pub data: PathBuf,
     pub config: Config,
     pub cortex: Arc<Cortex>,
+    pub mesh: Arc<Mesh>,
     pub ledger: Arc<Ledger>,
     pub policy: Arc<PolicyEngine>,
     pub kill: Arc<KillSwitch>,
@@ -133,7 +136,19 @@ impl Service {
             index,
             k: config.memory.recall_k,
         });
-        let cortex = chat_models(&config, &models)?
+        let chats = chat_models(&config, &models)?;
+        let general_model = chats
+            .iter()
+            .find(|c| c.name() == config.mesh.general_model)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "mesh.general_model = {:?} is not loaded: run `capsule models fetch smollm2 --models-dir {}`",
+                    config.mesh.general_model,
+                    models.display()
+                )
+            });
+        let cortex = chats
             .into_iter()
             .fold(cortex, |c, model| {
                 c.with_planner(Arc::new(LlmPlanner::new(model, embedder.clone())))
@@ -142,6 +157,26 @@ impl Service {
                 metrics: metrics.clone(),
                 steps: steps.clone(),
             }));
+        let cortex = Arc::new(cortex);
+        let bots: Vec<Arc<dyn Bot>> = vec![
+            Arc::new(CalcBot::default()),
+            Arc::new(MedicalBot::default()),
+            Arc::new(KernelBot::new(cortex.clone())),
+            Arc::new(GeneralBot::new(general_model)),
+        ];
+        let mesh = Mesh::open(
+            &data::mesh(data),
+            config.mesh.mesh_config(),
+            MeshParts {
+                store: store.clone(),
+                ledger: ledger.clone(),
+                policy: policy.clone(),
+                approvals: approvals.clone(),
+                embedder: embedder.clone(),
+                bots,
+            },
+            Some(metrics.clone() as Arc<dyn capsule_mesh::MeshObserver>),
+        )?;
 
         kill.watch_trigger(Duration::from_millis(config.security.kill_switch_poll_ms));
         kill.listen_sigusr1()?;
@@ -162,11 +197,13 @@ impl Service {
             }
         }
 
+        mesh.start()?;
         let svc = Arc::new(Service {
             data: data.to_path_buf(),
             limiter: RateLimiter::new(config.auth.rate_limit_per_minute),
             config,
-            cortex: Arc::new(cortex),
+            cortex,
+            mesh,
             ledger,
             policy,
             kill,
