@@ -343,3 +343,21 @@ mod props {
         }
     }
 }
+
+#[test]
+fn approximations_of_huge_exact_values() {
+    let a = ev("root(2^8000 + 1, 1000)");
+    let x: f64 = a.decimal.parse().expect("float");
+    assert!((x - 256.0).abs() < 1e-9, "{}", a.decimal);
+    assert!(a.approximate);
+    assert_eq!(ev("log(2^8000, 2)").exact.as_deref(), Some("8000"));
+    assert_eq!(ev("log10(10^2000)").exact.as_deref(), Some("2000"));
+    assert!(ev("ln(2^8000)").decimal.starts_with("5545.17744447956"));
+    assert!(ev("sqrt(2^2001)").decimal.starts_with("1.5153420044"));
+}
+
+#[test]
+fn approximations_beyond_f64_range_are_errors() {
+    assert!(ev_err("sqrt(2^8001)").reason.contains("finite"));
+    assert!(ev_err("exp(1000)").reason.contains("finite"));
+}

@@ -416,9 +416,10 @@ fn ratio_pow(base: Value, e: &BigRational, pos: usize, limits: &Limits) -> R<Val
     let num = match (&base.num, q_small) {
         (Num::Exact(b), Some(q)) => match exact_root(b, q) {
             Some(root) => Num::Exact(exact_int_pow(&root, e.numer(), pos, limits)?),
-            None => approx_ratio_pow(b.clone().to_f64_or_inf(), e),
+            None => approx_ratio_pow(b, e),
         },
-        _ => approx_ratio_pow(base.num.to_f64(), e),
+        (Num::Exact(b), None) => approx_ratio_pow(b, e),
+        (Num::Approx(b), _) => approx_f64_pow(*b, e),
     };
     Ok(tidy(Value {
         num: check(num, pos, limits)?,
@@ -428,8 +429,20 @@ fn ratio_pow(base: Value, e: &BigRational, pos: usize, limits: &Limits) -> R<Val
     }))
 }
 
+/// Real `b^(p/q)` for an exact base, via logarithms when the base is outside
+/// f64 range (so `root(2^8000, 999999)` still works).
+fn approx_ratio_pow(b: &BigRational, e: &BigRational) -> Num {
+    let x = rational_to_f64(b);
+    if x.is_normal() {
+        return approx_f64_pow(x, e);
+    }
+    let mag = (big_ln(&b.abs()) * rational_to_f64(e)).exp();
+    let odd = e.numer().is_odd();
+    Num::Approx(if b.is_negative() && odd { -mag } else { mag })
+}
+
 /// Real `b^(p/q)`, also for odd roots of negative numbers.
-fn approx_ratio_pow(b: f64, e: &BigRational) -> Num {
+fn approx_f64_pow(b: f64, e: &BigRational) -> Num {
     let f = rational_to_f64(e);
     if b < 0.0 {
         // denominator is odd here: (-|b|)^(p/q) = (-1)^p |b|^(p/q)
@@ -437,16 +450,6 @@ fn approx_ratio_pow(b: f64, e: &BigRational) -> Num {
         Num::Approx(if e.numer().is_odd() { -mag } else { mag })
     } else {
         Num::Approx(b.powf(f))
-    }
-}
-
-trait ToF64OrInf {
-    fn to_f64_or_inf(self) -> f64;
-}
-
-impl ToF64OrInf for BigRational {
-    fn to_f64_or_inf(self) -> f64 {
-        rational_to_f64(&self)
     }
 }
 

@@ -81,23 +81,35 @@ async fn tasks_section(api: &ApiClient) -> Result<()> {
             b["status"].as_str().unwrap_or("?"),
             b["domain"].as_str().unwrap_or("?"),
             b["classification"]["method"].as_str().unwrap_or("?"),
-            b["classification"]["confidence"].as_f64().unwrap_or(f64::NAN),
+            b["classification"]["confidence"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
             b["policy_decision"]["outcome"].as_str().unwrap_or("?"),
             b["latency_ms"].as_f64().unwrap_or(f64::NAN),
         );
         let done = wait_for(api, &id, wait).await?;
         expect("get task", &done, 200)?;
         let t = &done.body;
-        let answer = t["result"]["answer"].as_str().or(t["error"].as_str()).unwrap_or("");
+        let answer = t["result"]["answer"]
+            .as_str()
+            .or(t["error"].as_str())
+            .unwrap_or("");
         let answer: String = answer.split_whitespace().collect::<Vec<_>>().join(" ");
         let shown: String = answer.chars().take(150).collect();
         println!(
             "     GET /v1/tasks/{{id}} → {} by the {} bot{} in {:.1} ms: {shown}{}",
             t["status"].as_str().unwrap_or("?"),
             t["result"]["bot"].as_str().unwrap_or("?"),
-            t["result"]["model"].as_str().map(|m| format!(" ({m})")).unwrap_or_default(),
+            t["result"]["model"]
+                .as_str()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default(),
             t["duration_ms"].as_f64().unwrap_or(f64::NAN),
-            if answer.chars().count() > 150 { "…" } else { "" }
+            if answer.chars().count() > 150 {
+                "…"
+            } else {
+                ""
+            }
         );
         if domain == Some("calc") {
             calc_id = id.clone();
@@ -111,9 +123,13 @@ async fn tasks_section(api: &ApiClient) -> Result<()> {
             );
         }
     }
-    let before = api.get(&format!("/v1/tasks/{calc_id}")).await?.body["pattern"]["confidence"].as_f64();
+    let before =
+        api.get(&format!("/v1/tasks/{calc_id}")).await?.body["pattern"]["confidence"].as_f64();
     let r = api
-        .post(&format!("/v1/tasks/{calc_id}/feedback"), &json!({ "outcome": "success" }))
+        .post(
+            &format!("/v1/tasks/{calc_id}/feedback"),
+            &json!({ "outcome": "success" }),
+        )
         .await?;
     expect("feedback", &r, 200)?;
     println!(

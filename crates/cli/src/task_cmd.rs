@@ -196,7 +196,9 @@ pub fn run(args: TaskArgs) -> Result<ExitCode> {
                             b["domain"].as_str().unwrap_or("?"),
                             b["status"].as_str().unwrap_or("?"),
                             b["classification"]["method"].as_str().unwrap_or("?"),
-                            b["classification"]["confidence"].as_f64().unwrap_or(f64::NAN),
+                            b["classification"]["confidence"]
+                                .as_f64()
+                                .unwrap_or(f64::NAN),
                             b["latency_ms"].as_f64().unwrap_or(f64::NAN),
                         );
                         if let Some(e) = b["policy_decision"]["explanation"].as_str() {
@@ -206,7 +208,10 @@ pub fn run(args: TaskArgs) -> Result<ExitCode> {
                         }
                     }));
                 }
-                let id = reply.body["task_id"].as_str().unwrap_or_default().to_string();
+                let id = reply.body["task_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let done = wait_for(&client, &id, Duration::from_secs(timeout)).await?;
                 let code = finish(&done, 200, as_json, print_task);
                 Ok(if done.body["status"] == "done" {
@@ -216,7 +221,11 @@ pub fn run(args: TaskArgs) -> Result<ExitCode> {
                 })
             })
         }
-        TaskCommand::Get { id, conn, json: as_json } => {
+        TaskCommand::Get {
+            id,
+            conn,
+            json: as_json,
+        } => {
             let client = conn.client()?;
             let reply = rt.block_on(client.get(&format!("/v1/tasks/{id}")))?;
             Ok(finish(&reply, 200, as_json, print_task))
@@ -281,7 +290,10 @@ pub fn run_patterns(args: PatternsArgs) -> Result<ExitCode> {
                 }
             }))
         }
-        PatternsCommand::Maintain { conn, json: as_json } => {
+        PatternsCommand::Maintain {
+            conn,
+            json: as_json,
+        } => {
             let reply = rt.block_on(conn.client()?.post("/v1/patterns/maintain", &json!({})))?;
             Ok(finish(&reply, 200, as_json, |b| {
                 let changes = b["changes"].as_array().cloned().unwrap_or_default();

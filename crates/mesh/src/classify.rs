@@ -5,8 +5,9 @@
 //! similarity with them, and the best domain wins with that score as its
 //! confidence. Below the threshold (or with an embedder whose vectors carry
 //! no meaning, such as the hash fallback) the keyword fallback decides:
-//! the domain whose keywords occur most in the query, `general` when none
-//! does. The reply says which method decided.
+//! the domain whose keywords occur most in the query; when no keyword
+//! occurs either, the most similar domain after all (and `general` when
+//! embeddings carry no meaning). The reply says which method decided.
 
 use crate::bots::BotInfo;
 use crate::error::Result;
@@ -80,40 +81,55 @@ impl Classifier {
     }
 
     pub fn classify(&self, query: &str) -> Result<Classification> {
+        let mut best = None;
         if self.semantic {
             let q = self.embedder.embed_one(query)?;
-            let best = self
+            best = self
                 .profiles
                 .iter()
                 .map(|p| {
-                    let s = p.vectors.iter().map(|v| dot(&q, v)).fold(f32::MIN, f32::max);
+                    let s = p
+                        .vectors
+                        .iter()
+                        .map(|v| dot(&q, v))
+                        .fold(f32::MIN, f32::max);
                     (p, s)
                 })
                 .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((p, score)) = best {
-                if score >= self.threshold {
-                    return Ok(Classification {
-                        domain: p.domain.clone(),
-                        confidence: score.clamp(0.0, 1.0) as f64,
-                        method: "embedding".into(),
-                    });
-                }
-            }
         }
-        Ok(self.by_keywords(query))
+        let by_embedding = |(p, score): (&Profile, f32)| Classification {
+            domain: p.domain.clone(),
+            confidence: score.clamp(0.0, 1.0) as f64,
+            method: "embedding".into(),
+        };
+        Ok(match best {
+            Some(b) if b.1 >= self.threshold => by_embedding(b),
+            // Unsure: keywords decide when any matches; else the nearest
+            // domain still beats a blind default.
+            _ => self
+                .by_keywords(query)
+                .or_else(|| best.map(by_embedding))
+                .unwrap_or_else(|| Classification {
+                    domain: FALLBACK_DOMAIN.into(),
+                    confidence: 0.0,
+                    method: "default".into(),
+                }),
+        })
     }
 
-    fn by_keywords(&self, query: &str) -> Classification {
+    /// The domain whose keywords occur most: words match whole words,
+    /// symbols (`+`, `^`) match anywhere.
+    fn by_keywords(&self, query: &str) -> Option<Classification> {
         let lower = query.to_lowercase();
+        let word_char = |c: char| c.is_alphanumeric() || c == '/' || c == '.';
         let words: Vec<&str> = lower
-            .split(|c: char| !(c.is_alphanumeric() || c == '/' || c == '.'))
+            .split(|c: char| !word_char(c))
             .filter(|w| !w.is_empty())
             .collect();
         let hits = |k: &str| -> usize {
-            if k.chars().all(|c| c.is_alphanumeric() || c == '/' || c == '.') {
+            if k.chars().any(char::is_alphanumeric) && k.chars().all(word_char) {
                 words.iter().filter(|w| **w == k).count()
             } else {
-                // Phrases and symbols match as substrings.
                 lower.matches(k).count()
             }
         };
@@ -124,16 +140,12 @@ impl Classifier {
             .collect();
         let total: usize = scored.iter().map(|s| s.1).sum();
         match scored.iter().max_by_key(|s| s.1) {
-            Some((p, n)) if *n > 0 => Classification {
+            Some((p, n)) if *n > 0 => Some(Classification {
                 domain: p.domain.clone(),
                 confidence: *n as f64 / total as f64,
                 method: "keyword".into(),
-            },
-            _ => Classification {
-                domain: FALLBACK_DOMAIN.into(),
-                confidence: 0.0,
-                method: "default".into(),
-            },
+            }),
+            _ => None,
         }
     }
 }

@@ -137,9 +137,8 @@ impl Db {
 
     pub fn task(&self, hash: &str) -> Result<Option<TaskRow>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE hash = ?1"
-        ))?;
+        let mut st =
+            conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE hash = ?1"))?;
         Ok(st.query_row([hash], task_from_row).optional()?)
     }
 
@@ -196,10 +195,7 @@ impl Db {
              WHERE (?1 IS NULL OR domain = ?1) AND (?2 IS NULL OR layer = ?2)
              ORDER BY domain, last_used_ns DESC"
         ))?;
-        let rows = st.query_map(
-            params![domain, layer.map(|l| l.as_str())],
-            pattern_from_row,
-        )?;
+        let rows = st.query_map(params![domain, layer.map(|l| l.as_str())], pattern_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

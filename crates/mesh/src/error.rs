@@ -12,7 +12,9 @@ pub enum MeshError {
     #[error("{what}")]
     NotFound { what: String },
     /// The topic's queue is at capacity; nothing was written.
-    #[error("the queue of topic {topic} is full ({capacity} tasks); retry after {retry_after_s} s")]
+    #[error(
+        "the queue of topic {topic} is full ({capacity} tasks); retry after {retry_after_s} s"
+    )]
     Full {
         topic: String,
         capacity: usize,

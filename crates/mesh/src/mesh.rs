@@ -382,7 +382,10 @@ impl Mesh {
         let mut out = match existing {
             Some((status, Some(result_id))) if status == "done" && info.cacheable => {
                 if !decided.allowed() {
-                    return self.refuse(&decided, &task_id, &hash, info.domain, lane, principal, reply, task_meta, started);
+                    return self.refuse(
+                        &decided, &spec, &task_id, &hash, lane, principal, reply, task_meta,
+                        started,
+                    );
                 }
                 let mut meta = task_meta("cache_hit");
                 meta["result_id"] = json!(result_id);
@@ -392,12 +395,21 @@ impl Mesh {
                 r.result_id = Some(result_id);
                 r
             }
-            Some((status, _)) if ["queued", "running", "pending_approval"].contains(&status.as_str()) => {
+            Some((status, _))
+                if ["queued", "running", "pending_approval"].contains(&status.as_str()) =>
+            {
                 if decided.decision.outcome == Outcome::Blocked {
-                    return self.refuse(&decided, &task_id, &hash, info.domain, lane, principal, reply, task_meta, started);
+                    return self.refuse(
+                        &decided, &spec, &task_id, &hash, lane, principal, reply, task_meta,
+                        started,
+                    );
                 }
                 // Already on its way: one run serves every submit.
-                let shown = if status == "pending_approval" { "pending_approval" } else { "queued" };
+                let shown = if status == "pending_approval" {
+                    "pending_approval"
+                } else {
+                    "queued"
+                };
                 let seq = self.ledger.append(decided.record(task_meta(shown)))?.seq;
                 let mut r = reply(shown, seq);
                 r.approval_id = self.db.task(&hash)?.and_then(|t| t.approval_id);
@@ -410,12 +422,34 @@ impl Mesh {
                     None
                 };
                 match similar {
-                    Some(p) => self.reuse(&p, &spec, &task_id, &hash, principal, lane, &decided, task_meta("cache_hit"), reply)?,
+                    Some(p) => self.reuse(
+                        &p,
+                        &spec,
+                        &task_id,
+                        &hash,
+                        principal,
+                        lane,
+                        &decided,
+                        task_meta("cache_hit"),
+                        reply,
+                    )?,
                     None => {
                         if !decided.allowed() {
-                            return self.refuse(&decided, &task_id, &hash, info.domain, lane, principal, reply, task_meta, started);
+                            return self.refuse(
+                                &decided, &spec, &task_id, &hash, lane, principal, reply,
+                                task_meta, started,
+                            );
                         }
-                        self.queue_new(&spec, &task_id, &hash, principal, lane, &decided, task_meta("queued"), reply)?
+                        self.queue_new(
+                            &spec,
+                            &task_id,
+                            &hash,
+                            principal,
+                            lane,
+                            &decided,
+                            task_meta("queued"),
+                            reply,
+                        )?
                     }
                 }
             }
@@ -431,19 +465,27 @@ impl Mesh {
     fn refuse(
         &self,
         decided: &Decided,
+        spec: &TaskSpec,
         task_id: &str,
         hash: &str,
-        domain: &str,
         lane: Lane,
         principal: &str,
         reply: impl Fn(&str, u64) -> SubmitReply,
         task_meta: impl Fn(&str) -> Value,
         started: Instant,
     ) -> Result<SubmitReply> {
+        let domain = spec.domain.as_str();
         let mut out = if decided.decision.outcome.needs_approval() {
-            self.hold(decided, task_id, hash, domain, lane, principal, reply, task_meta)?
+            // The spec is kept now, so the approved task can run from it.
+            self.store_spec(spec, task_id)?;
+            self.hold(
+                decided, task_id, hash, domain, lane, principal, reply, task_meta,
+            )?
         } else {
-            let seq = self.ledger.append(decided.record(task_meta("blocked")))?.seq;
+            let seq = self
+                .ledger
+                .append(decided.record(task_meta("blocked")))?
+                .seq;
             if self.db.task(hash)?.is_none() {
                 let mut row = new_row(task_id, hash, domain, lane, principal, "blocked");
                 row.ledger.push(seq);
@@ -524,15 +566,15 @@ impl Mesh {
         mut meta: Value,
         reply: impl Fn(&str, u64) -> SubmitReply,
     ) -> Result<SubmitReply> {
-        let slot = self.router.reserve(&spec.domain).map_err(|f| MeshError::Full {
-            topic: f.topic,
-            capacity: f.capacity,
-            retry_after_s: self.config.retry_after_s,
-        })?;
-        let stored = self
-            .store
-            .put_json(TASK_NAMESPACE, Kind::Spec, &serde_json::to_value(spec).expect("plain struct"))?;
-        debug_assert_eq!(stored.to_string(), task_id);
+        let slot = self
+            .router
+            .reserve(&spec.domain)
+            .map_err(|f| MeshError::Full {
+                topic: f.topic,
+                capacity: f.capacity,
+                retry_after_s: self.config.retry_after_s,
+            })?;
+        self.store_spec(spec, task_id)?;
         let msg = self.message(task_id, &spec.domain, lane);
         meta["message"] = serde_json::to_value(&msg).expect("plain struct");
         meta["message_bytes"] = json!(msg.encoded_len());
@@ -553,6 +595,17 @@ impl Mesh {
         };
         self.publish(slot, msg);
         Ok(reply("queued", seq))
+    }
+
+    /// Keep a task's spec in the store; its ID is the task's.
+    fn store_spec(&self, spec: &TaskSpec, task_id: &str) -> Result<()> {
+        let value = serde_json::to_value(spec).expect("plain struct");
+        let stored = self.store.put_json(TASK_NAMESPACE, Kind::Spec, &value)?;
+        debug_assert_eq!(
+            stored.hash().to_string(),
+            task_id.rsplit('_').next().unwrap_or("")
+        );
+        Ok(())
     }
 
     /// The most similar confident pattern of `domain`, if one may answer.
@@ -629,10 +682,25 @@ impl Mesh {
         Ok(())
     }
 
-    /// Run one queued task (a worker calls this).
+    /// Run one queued task (a worker calls this). A task that cannot be
+    /// run or recorded (its spec unreadable, the ledger closed) is marked
+    /// failed with the reason rather than left running.
     fn work(&self, msg: Message, bot: Arc<dyn Bot>) {
         if let Err(e) = self.execute(&msg, bot.as_ref()) {
             tracing::error!(task = %msg.payload_ref, error = %e, "a task could not be run or recorded");
+            if self.closed.load(Ordering::SeqCst) {
+                // Shutting down: it stays running and runs again at start.
+                return;
+            }
+            let hash = msg.glyph.id.as_str();
+            if let Ok(Some(mut row)) = self.db.task(hash) {
+                if row.status == "running" {
+                    row.status = "failed".into();
+                    row.error = Some(format!("the mesh could not run it: {e}"));
+                    row.updated_ns = now_ns();
+                    let _ = self.db.put_task(&row);
+                }
+            }
         }
     }
 
@@ -662,14 +730,17 @@ impl Mesh {
             task_id: row.id.clone(),
         };
         let started = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bot.run(&spec, &ctx)))
-            .unwrap_or_else(|_| Err(BotError(format!("the {node} bot panicked"))));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bot.run(&spec, &ctx)))
+                .unwrap_or_else(|_| Err(BotError(format!("the {node} bot panicked"))));
         let seconds = started.elapsed().as_secs_f64();
         row.duration_ms = Some(seconds * 1e3);
         let (result, artifact) = match outcome {
             Ok(artifact) => {
                 let value = serde_json::to_value(&artifact).expect("plain struct");
-                let result_id = self.store.put_json(RESULT_NAMESPACE, Kind::Artifact, &value)?;
+                let result_id = self
+                    .store
+                    .put_json(RESULT_NAMESPACE, Kind::Artifact, &value)?;
                 trace.push(json!(crumb("store", node)));
                 (
                     NodeResult {
@@ -691,7 +762,10 @@ impl Mesh {
                 None,
             ),
         };
-        trace.push(json!(crumb(if result.ok { "done" } else { "failed" }, node)));
+        trace.push(json!(crumb(
+            if result.ok { "done" } else { "failed" },
+            node
+        )));
         let status = if result.ok { "done" } else { "failed" };
         let mut record = Record::new(&row.principal, "task.result", status);
         record.subject = row.id.clone();
@@ -804,7 +878,10 @@ impl Mesh {
         let before = self.router.dispatching();
         let mut r = Record::new(by, "mesh.dispatch", if on { "on" } else { "off" });
         r.subject = "mesh".into();
-        r.reason = format!("dispatch {} by {by}", if on { "enabled" } else { "disabled" });
+        r.reason = format!(
+            "dispatch {} by {by}",
+            if on { "enabled" } else { "disabled" }
+        );
         r.meta = json!({"kind": "mesh.dispatch", "from": before, "to": on, "queued": self.router.depths()});
         let seq = self.ledger.append(r)?.seq;
         self.router.set_dispatch(on);
@@ -898,7 +975,8 @@ impl Mesh {
         }
         if !self.learning() {
             return Err(MeshError::Conflict(
-                "learning is disabled (mesh.learning / LEARNING_ENABLED); feedback is not applied".into(),
+                "learning is disabled (mesh.learning / LEARNING_ENABLED); feedback is not applied"
+                    .into(),
             ));
         }
         self.flush_hits()?;
@@ -906,14 +984,21 @@ impl Mesh {
             Some(src) => parse_task_id(src)?.hash().to_string(),
             None => hash.clone(),
         };
-        let mut p = self.db.pattern(&target)?.ok_or_else(|| MeshError::NotFound {
-            what: format!("task {id} has no pattern (learning was off, or it was pruned)"),
-        })?;
+        let mut p = self
+            .db
+            .pattern(&target)?
+            .ok_or_else(|| MeshError::NotFound {
+                what: format!("task {id} has no pattern (learning was off, or it was pruned)"),
+            })?;
         let Some(root) = self.guarded(&row.id, self.fold.root())? else {
-            return Err(MeshError::Conflict("the fold guard refused this memory write".into()));
+            return Err(MeshError::Conflict(
+                "the fold guard refused this memory write".into(),
+            ));
         };
         if row.reused_from.is_some() && self.guarded(&row.id, root.link())?.is_none() {
-            return Err(MeshError::Conflict("the fold guard refused this memory write".into()));
+            return Err(MeshError::Conflict(
+                "the fold guard refused this memory write".into(),
+            ));
         }
         let before = p.confidence();
         p.confidence_bp = patterns::adjust(p.confidence_bp, success);
@@ -934,7 +1019,10 @@ impl Mesh {
         let layer = layer
             .map(|l| {
                 Layer::parse(l).ok_or_else(|| {
-                    MeshError::invalid("layer", format!("{l:?} is not immediate, pattern or archive"))
+                    MeshError::invalid(
+                        "layer",
+                        format!("{l:?} is not immediate, pattern or archive"),
+                    )
                 })
             })
             .transpose()?;
@@ -1028,11 +1116,15 @@ impl Mesh {
         })?;
         let run = row.status != "done";
         let slot = if run {
-            Some(self.router.reserve(&held.domain).map_err(|f| MeshError::Full {
-                topic: f.topic,
-                capacity: f.capacity,
-                retry_after_s: self.config.retry_after_s,
-            })?)
+            Some(
+                self.router
+                    .reserve(&held.domain)
+                    .map_err(|f| MeshError::Full {
+                        topic: f.topic,
+                        capacity: f.capacity,
+                        retry_after_s: self.config.retry_after_s,
+                    })?,
+            )
         } else {
             None
         };
@@ -1048,7 +1140,10 @@ impl Mesh {
         record.subject = row.id.clone();
         record.reason = format!("released by approval {approval_id}");
         record.meta = json!({"kind": "task.release", "approval_id": approval_id, "task_id": row.id, "message": msg, "dispatch": self.router.dispatching()});
-        let receipts = match self.ledger.append_batch(vec![record, release_record(&approval)]) {
+        let receipts = match self
+            .ledger
+            .append_batch(vec![record, release_record(&approval)])
+        {
             Ok(r) => r,
             Err(e) => {
                 let _ = queue.unclaim(approval_id);
@@ -1088,7 +1183,14 @@ impl Mesh {
     }
 }
 
-fn new_row(task_id: &str, hash: &str, domain: &str, lane: Lane, principal: &str, status: &str) -> TaskRow {
+fn new_row(
+    task_id: &str,
+    hash: &str,
+    domain: &str,
+    lane: Lane,
+    principal: &str,
+    status: &str,
+) -> TaskRow {
     let now = now_ns();
     TaskRow {
         hash: hash.to_string(),

@@ -198,7 +198,10 @@ mod tests {
     #[test]
     fn archive_boundary_89_and_90_days() {
         let now = 1_000 * DAY;
-        assert_eq!(maintenance(&p(Layer::Pattern, 8_000, 5, now - 89 * DAY), now), None);
+        assert_eq!(
+            maintenance(&p(Layer::Pattern, 8_000, 5, now - 89 * DAY), now),
+            None
+        );
         assert_eq!(
             maintenance(&p(Layer::Pattern, 8_000, 5, now - 90 * DAY), now).map(|c| c.0),
             Some(Change::Archive)

@@ -109,7 +109,11 @@ impl TaskRequest {
                 format!("{n} characters exceed the limit of {MAX_QUERY_CHARS}"),
             ));
         }
-        if self.query.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        if self
+            .query
+            .chars()
+            .any(|c| c.is_control() && !c.is_whitespace())
+        {
             return Err(MeshError::invalid("query", "contains control characters"));
         }
         if let Some(c) = &self.class_path {
@@ -189,13 +193,19 @@ mod tests {
         let day = Day::new(2026, 12, 7).unwrap();
         let base = req("Capital of France", json!({})).spec("general", true);
         let other = |s: TaskSpec| s.id(day).hash() != base.id(day).hash();
-        assert!(other(req("Capital of France", json!({})).spec("calc", true)));
-        assert!(other(req("Capital of France", json!({"k": 1})).spec("general", true)));
+        assert!(other(
+            req("Capital of France", json!({})).spec("calc", true)
+        ));
+        assert!(other(
+            req("Capital of France", json!({"k": 1})).spec("general", true)
+        ));
         let mut cp = req("Capital of France", json!({}));
         cp.class_path = Some("geo/capitals".into());
         assert!(other(cp.spec("general", true)));
         // Case folds only where the domain says so.
-        assert!(!other(req("capital OF france", json!({})).spec("general", true)));
+        assert!(!other(
+            req("capital OF france", json!({})).spec("general", true)
+        ));
         assert_ne!(
             req("5 Mm", json!({})).spec("calc", false).query,
             req("5 mm", json!({})).spec("calc", false).query

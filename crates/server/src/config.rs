@@ -632,18 +632,33 @@ mod tests {
         assert!(!c.mesh.dispatch && c.mesh.learning && !c.mesh.ext_actions);
         let c = load(
             "[mesh]\ndispatch = false\n",
-            &[("DISPATCH_ENABLED", "1"), ("CAPSULE_MESH__LEARNING", "false"), ("EXT_ACTIONS_ENABLED", "true")],
+            &[
+                ("DISPATCH_ENABLED", "1"),
+                ("CAPSULE_MESH__LEARNING", "false"),
+                ("EXT_ACTIONS_ENABLED", "true"),
+            ],
         )
         .unwrap();
         assert!(c.mesh.dispatch && !c.mesh.learning && c.mesh.ext_actions);
         // The spec's name wins over the prefixed one.
-        let c = load("", &[("LEARNING_ENABLED", "true"), ("CAPSULE_MESH__LEARNING", "false")]).unwrap();
+        let c = load(
+            "",
+            &[
+                ("LEARNING_ENABLED", "true"),
+                ("CAPSULE_MESH__LEARNING", "false"),
+            ],
+        )
+        .unwrap();
         assert!(c.mesh.learning);
-        let e = load("", &[("DISPATCH_ENABLED", "maybe")]).unwrap_err().to_string();
+        let e = load("", &[("DISPATCH_ENABLED", "maybe")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("DISPATCH_ENABLED"), "{e}");
         let e = load("[mesh]\nworkers = 0\n", &[]).unwrap_err().to_string();
         assert!(e.contains("mesh.workers"), "{e}");
-        let e = load("[mesh]\ngeneral_model = \"oracle\"\n", &[]).unwrap_err().to_string();
+        let e = load("[mesh]\ngeneral_model = \"oracle\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mesh.general_model"), "{e}");
     }
 

@@ -132,13 +132,7 @@ pub fn parse_query<T: DeserializeOwned>(pairs: Vec<(String, String)>) -> Result<
         let field = if path != "." {
             path
         } else {
-            // serde says "unknown field `x`, expected ..." before any path
-            // exists; the parameter it names is the one to fix.
-            reason
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-                .unwrap_or("query")
-                .to_string()
+            named_field(&reason).unwrap_or("query").to_string()
         };
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", reason).field(field)
     })
@@ -247,12 +241,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T>
     }
 }
 
+/// The field serde's message names when it fails before any path exists
+/// ("unknown field `x`, expected ...", "missing field `x`"): the one to fix.
+fn named_field(reason: &str) -> Option<&str> {
+    reason
+        .strip_prefix("unknown field `")
+        .or_else(|| reason.strip_prefix("missing field `"))
+        .and_then(|rest| rest.split('`').next())
+}
+
 /// Parse with the path of the failing field (`gw[3]`, `lane`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".into() } else { path };
+        let reason = e.inner().to_string();
+        let field = match (path.as_str(), named_field(&reason)) {
+            (".", Some(named)) => named.to_string(),
+            (".", None) => "body".into(),
+            _ => path,
+        };
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",

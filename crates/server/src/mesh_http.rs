@@ -64,7 +64,9 @@ pub(crate) async fn task(
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let view = svc.mesh.get(&id).map_err(mesh_error)?;
-        serde_json::to_value(view).map(Json).map_err(ApiError::internal)
+        serde_json::to_value(view)
+            .map(Json)
+            .map_err(ApiError::internal)
     })
     .await
 }
@@ -152,7 +154,9 @@ pub(crate) async fn dispatch(
             .mesh
             .set_dispatch(body.enabled, &caller.principal())
             .map_err(mesh_error)?;
-        Ok(Json(json!({ "dispatch_enabled": body.enabled, "ledger_seq": seq })))
+        Ok(Json(
+            json!({ "dispatch_enabled": body.enabled, "ledger_seq": seq }),
+        ))
     })
     .await
 }

@@ -218,7 +218,10 @@ impl Default for Metrics {
 impl capsule_mesh::MeshObserver for Metrics {
     fn submitted(&self, domain: &str, status: &str) {
         self.tasks
-            .get_or_create(&vec![("domain".into(), domain.into()), ("status".into(), status.into())])
+            .get_or_create(&vec![
+                ("domain".into(), domain.into()),
+                ("status".into(), status.into()),
+            ])
             .inc();
     }
 

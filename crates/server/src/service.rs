@@ -14,7 +14,9 @@ use capsule_kernel::Kernel;
 use capsule_ledger::{Ledger, LedgerConfig};
 use capsule_memory::vector::VectorIndex;
 use capsule_memory::EventStore;
-use capsule_mesh::bots::{calc::CalcBot, general::GeneralBot, kernel::KernelBot, medical::MedicalBot};
+use capsule_mesh::bots::{
+    calc::CalcBot, general::GeneralBot, kernel::KernelBot, medical::MedicalBot,
+};
 use capsule_mesh::{Bot, Mesh, MeshParts};
 use capsule_models::{Embedder, HashEmbedder, LocalChat, MiniLm, MINILM_DIMS, SMOLLM2};
 use capsule_policy::affect::AffectState;

@@ -9,23 +9,10 @@ use capsule_ledger::keys::load_key_file;
 use capsule_ledger::NoteSigner;
 use capsule_policy::approvals::approval_statement;
 use capsule_server::data;
-use common::{error_of, set_policy_json, start, start_with, TestServer};
+use common::{error_of, set_policy_json, sign, start, start_with};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-/// Sign approval `id` with the approver key `capsule init` made.
-async fn sign(s: &TestServer, id: i64) -> (StatusCode, Value) {
-    let (_, a) = s.get(&format!("/v1/approvals/{id}"), "viewer").await;
-    let digest = a["digest"].as_str().unwrap().to_string();
-    let signer = load_key_file(&data::keys(&s.data).join("approver.pem"), "approver").unwrap();
-    let body = json!({
-        "key": signer.verifier().to_string(),
-        "signature": B64.encode(signer.sign(approval_statement(id, &digest).as_bytes())),
-    });
-    s.post(&format!("/v1/approvals/{id}/sign"), "judge", body)
-        .await
-}
 
 /// Sign approvals `ids` in DATA/approvals.db with the approver key, the
 /// service being stopped.

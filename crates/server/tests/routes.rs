@@ -655,7 +655,7 @@ async fn the_policy_routes_answer_and_reject_bad_bodies_and_roles() {
             json!({ "action": "brain.step", "resource": "kernel:main" }),
         )
         .await;
-    rejected(&a, BAD, "invalid_request", Some("body"));
+    rejected(&a, BAD, "invalid_request", Some("principal"));
     assert!(a.body["reason"].as_str().unwrap().contains("principal"));
     let a = s.post("/v1/policy/evaluate", "viewer", request).await;
     rejected(&a, StatusCode::FORBIDDEN, "forbidden", None);
@@ -701,7 +701,7 @@ async fn the_approval_routes_answer_and_reject_bad_ids_queries_and_signatures() 
         .await;
     rejected(&a, BAD, "invalid_request", Some("signature"));
     let a = s.post(&path, "judge", json!({ "key": key })).await;
-    rejected(&a, BAD, "invalid_request", Some("body"));
+    rejected(&a, BAD, "invalid_request", Some("signature"));
     let a = s
         .post(
             &path,

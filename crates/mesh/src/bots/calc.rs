@@ -7,40 +7,43 @@ use super::{only_params, str_param, Artifact, Bot, BotContext, BotError, BotInfo
 use crate::task::TaskSpec;
 use capsule_calc::{evaluate, Limits};
 
+/// What the calc bot is, for routing and classification.
+pub const INFO: BotInfo = BotInfo {
+    domain: "calc",
+    description: "Exact arithmetic and unit conversion: evaluate a numeric expression with fractions, decimals, big integers, powers, roots, functions and physical units.",
+    exemplars: &[
+        "what is 0.1 + 0.2",
+        "calculate 2^100",
+        "compute (3/4 + 5/6) * 12",
+        "sqrt(144) + 3^4",
+        "convert 5 km to miles",
+        "100 km/h to m/s",
+        "how much is 17 * 23 - 4",
+        "evaluate 1/3 + 1/6",
+        "what is 15% of 80",
+        "sin(pi/6) + cos(0)",
+        "3 kg * 9.81 m/s^2 in N",
+        "12 inches in cm",
+    ],
+    keywords: &[
+        "calculate", "compute", "evaluate", "convert", "sqrt", "plus", "minus",
+        "times", "divided", "sum", "product", "km", "miles", "meters", "kg",
+        "+", "*", "/", "^", "=",
+    ],
+    case_sensitive: true,
+    semantic_reuse: false,
+    cacheable: true,
+};
+
 pub struct CalcBot {
-    info: BotInfo,
+    info: &'static BotInfo,
     limits: Limits,
 }
 
 impl Default for CalcBot {
     fn default() -> Self {
         CalcBot {
-            info: BotInfo {
-                domain: "calc",
-                description: "Exact arithmetic and unit conversion: evaluate a numeric expression with fractions, decimals, big integers, powers, roots, functions and physical units.",
-                exemplars: &[
-                    "what is 0.1 + 0.2",
-                    "calculate 2^100",
-                    "compute (3/4 + 5/6) * 12",
-                    "sqrt(144) + 3^4",
-                    "convert 5 km to miles",
-                    "100 km/h to m/s",
-                    "how much is 17 * 23 - 4",
-                    "evaluate 1/3 + 1/6",
-                    "what is 15% of 80",
-                    "sin(pi/6) + cos(0)",
-                    "3 kg * 9.81 m/s^2 in N",
-                    "12 inches in cm",
-                ],
-                keywords: &[
-                    "calculate", "compute", "evaluate", "convert", "sqrt", "plus", "minus",
-                    "times", "divided", "sum", "product", "km", "miles", "meters", "kg",
-                    "+", "*", "/", "^", "=",
-                ],
-                case_sensitive: true,
-                semantic_reuse: false,
-                cacheable: true,
-            },
+            info: &INFO,
             limits: Limits::default(),
         }
     }
@@ -48,7 +51,7 @@ impl Default for CalcBot {
 
 impl Bot for CalcBot {
     fn describe(&self) -> &BotInfo {
-        &self.info
+        self.info
     }
 
     fn run(&self, spec: &TaskSpec, _ctx: &BotContext) -> Result<Artifact, BotError> {

@@ -552,7 +552,11 @@ impl Flag {
         }
     }
     fn points(self) -> u32 {
-        if self == Flag::Stroke { 2 } else { 1 }
+        if self == Flag::Stroke {
+            2
+        } else {
+            1
+        }
     }
     /// Word phrases in the query that assert this criterion.
     fn phrases(self) -> &'static [&'static str] {
@@ -1257,7 +1261,11 @@ impl Ctx {
 
 fn cockcroft_gault(age: f64, weight_kg: f64, scr_mg_dl: f64, female: bool) -> f64 {
     let base = (140.0 - age) * weight_kg / (72.0 * scr_mg_dl);
-    if female { base * 0.85 } else { base }
+    if female {
+        base * 0.85
+    } else {
+        base
+    }
 }
 
 fn bmi(weight_kg: f64, height_m: f64) -> f64 {
@@ -1581,11 +1589,10 @@ mod tests {
         // 88.4 µmol/L = 1.0 mg/dL; male 40 y, 72 kg: (140 − 40) × 72 / (72 × 1.0) = 100
         let r = q("Cockcroft-Gault 40 year old man 72 kg creatinine 88.4 µmol/L");
         assert!(close(r.value, 100.0, 1e-9));
-        assert!(
-            r.inputs
-                .iter()
-                .any(|i| i.name == "creatinine_umol_l" && i.unit == "µmol/L")
-        );
+        assert!(r
+            .inputs
+            .iter()
+            .any(|i| i.name == "creatinine_umol_l" && i.unit == "µmol/L"));
         assert!(r.formula.contains("taken as 1 mg/dL"));
         let r2 = q("crcl 40 yo male 72 kg creatinine 88.4 umol/l");
         assert_eq!(r2.value, r.value);
@@ -1605,18 +1612,16 @@ mod tests {
         let b = q("BMI for 80 kg, 1.75 m");
         assert_eq!((a.value, b.value), (22.86, 26.12));
         assert_eq!(a.unit, "kg/m²");
-        assert!(
-            a.interpretation
-                .as_deref()
-                .unwrap()
-                .starts_with("normal weight")
-        );
-        assert!(
-            b.interpretation
-                .as_deref()
-                .unwrap()
-                .starts_with("pre-obesity")
-        );
+        assert!(a
+            .interpretation
+            .as_deref()
+            .unwrap()
+            .starts_with("normal weight"));
+        assert!(b
+            .interpretation
+            .as_deref()
+            .unwrap()
+            .starts_with("pre-obesity"));
         // cm conversion
         let c = q("body mass index 70kg 175 cm");
         assert_eq!(c.value, 22.86);
@@ -1696,12 +1701,11 @@ mod tests {
         assert!(close(qtc_fridericia(400.0, 0.8), 430.887, 1e-3));
         let b = q("QTc with QT 400 ms and heart rate 75");
         assert_eq!((b.calculator.as_str(), b.value), ("qtc_bazett", 447.0));
-        assert!(
-            b.interpretation
-                .as_deref()
-                .unwrap()
-                .contains("QTcF = 431 ms")
-        );
+        assert!(b
+            .interpretation
+            .as_deref()
+            .unwrap()
+            .contains("QTcF = 431 ms"));
         let f = q("QTc Fridericia QT 400 ms RR 0.8 s");
         assert_eq!((f.calculator.as_str(), f.value), ("qtc_fridericia", 431.0));
         let pf = compute(
@@ -1729,8 +1733,9 @@ mod tests {
         assert_eq!(compute("", &p(all)).unwrap().value, 9.0);
         assert_eq!(cha2ds2_vasc(50.0, false, [false; 5]), 0);
         // negation reaches only its own item; any positive mention counts
-        let t =
-            q("cha2ds2-vasc 60 year old man, no CHF, diabetes, no history of stroke but prior TIA");
+        let t = q(
+            "cha2ds2-vasc 60 year old man, no CHF, diabetes, no history of stroke but prior TIA",
+        );
         assert_eq!(t.value, 3.0);
         // "stroke risk" is not a prior stroke
         assert_eq!(q("CHA2DS2-VASc stroke risk 60 year old male").value, 0.0);

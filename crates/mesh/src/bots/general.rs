@@ -12,46 +12,46 @@ use std::sync::Arc;
 
 pub const SYSTEM: &str = "You are a helpful assistant. Answer the question briefly and plainly, in at most three sentences.";
 
+/// What the general bot is, for routing and classification.
+pub const INFO: BotInfo = BotInfo {
+    domain: "general",
+    description: "General questions and writing for a language model: explanations, definitions, facts, advice, summaries, creative text.",
+    exemplars: &[
+        "what is the capital of France",
+        "explain how photosynthesis works",
+        "write a short poem about the sea",
+        "give me three ideas for a birthday party",
+        "who wrote Pride and Prejudice",
+        "summarise the causes of the first world war",
+        "what does the word ephemeral mean",
+        "tell me a joke about computers",
+        "how do I make a cup of tea",
+        "why is the sky blue",
+    ],
+    keywords: &[
+        "explain", "why", "who", "write", "describe", "tell", "story", "poem",
+        "meaning", "define", "summarise", "summarize", "history", "advice",
+    ],
+    case_sensitive: false,
+    semantic_reuse: true,
+    cacheable: true,
+};
+
 pub struct GeneralBot {
-    info: BotInfo,
+    info: &'static BotInfo,
     /// The model, or why there is none (e.g. the local file is absent).
     model: Result<Arc<dyn ChatModel>, String>,
 }
 
 impl GeneralBot {
     pub fn new(model: Result<Arc<dyn ChatModel>, String>) -> Self {
-        GeneralBot {
-            info: BotInfo {
-                domain: "general",
-                description: "General questions and writing for a language model: explanations, definitions, facts, advice, summaries, creative text.",
-                exemplars: &[
-                    "what is the capital of France",
-                    "explain how photosynthesis works",
-                    "write a short poem about the sea",
-                    "give me three ideas for a birthday party",
-                    "who wrote Pride and Prejudice",
-                    "summarise the causes of the first world war",
-                    "what does the word ephemeral mean",
-                    "tell me a joke about computers",
-                    "how do I make a cup of tea",
-                    "why is the sky blue",
-                ],
-                keywords: &[
-                    "explain", "why", "who", "write", "describe", "tell", "story", "poem",
-                    "meaning", "define", "summarise", "summarize", "history", "advice",
-                ],
-                case_sensitive: false,
-                semantic_reuse: true,
-                cacheable: true,
-            },
-            model,
-        }
+        GeneralBot { info: &INFO, model }
     }
 }
 
 impl Bot for GeneralBot {
     fn describe(&self) -> &BotInfo {
-        &self.info
+        self.info
     }
 
     fn run(&self, spec: &TaskSpec, _ctx: &BotContext) -> Result<Artifact, BotError> {

@@ -9,35 +9,38 @@ use crate::task::TaskSpec;
 use capsule_cortex::{Cortex, CortexError, SessionName, ThinkRequest};
 use std::sync::Arc;
 
+/// What the kernel bot is, for routing and classification.
+pub const INFO: BotInfo = BotInfo {
+    domain: "kernel",
+    description: "The agent's simulated quantum brain state (the kernel): take a step, measure it, report its entropy, purity and measured state.",
+    exemplars: &[
+        "step the brain",
+        "measure the kernel state",
+        "take a measurement of the brain state",
+        "advance the kernel one step",
+        "what is the entropy of the brain now",
+        "collapse the state and report the outcome",
+        "run a kernel step on session research",
+        "report the purity of the density matrix",
+    ],
+    keywords: &[
+        "kernel", "brain", "entropy", "purity", "density", "quantum", "collapse",
+        "measure", "measurement", "qubit", "workspace",
+    ],
+    case_sensitive: false,
+    semantic_reuse: false,
+    cacheable: false,
+};
+
 pub struct KernelBot {
-    info: BotInfo,
+    info: &'static BotInfo,
     cortex: Arc<Cortex>,
 }
 
 impl KernelBot {
     pub fn new(cortex: Arc<Cortex>) -> Self {
         KernelBot {
-            info: BotInfo {
-                domain: "kernel",
-                description: "The agent's simulated quantum brain state (the kernel): take a step, measure it, report its entropy, purity and measured state.",
-                exemplars: &[
-                    "step the brain",
-                    "measure the kernel state",
-                    "take a measurement of the brain state",
-                    "advance the kernel one step",
-                    "what is the entropy of the brain now",
-                    "collapse the state and report the outcome",
-                    "run a kernel step on session research",
-                    "report the purity of the density matrix",
-                ],
-                keywords: &[
-                    "kernel", "brain", "entropy", "purity", "density", "quantum", "collapse",
-                    "measure", "measurement", "qubit", "workspace",
-                ],
-                case_sensitive: false,
-                semantic_reuse: false,
-                cacheable: false,
-            },
+            info: &INFO,
             cortex,
         }
     }
@@ -52,7 +55,7 @@ fn asks_measure(query: &str) -> bool {
 
 impl Bot for KernelBot {
     fn describe(&self) -> &BotInfo {
-        &self.info
+        self.info
     }
 
     fn run(&self, spec: &TaskSpec, ctx: &BotContext) -> Result<Artifact, BotError> {

@@ -5,9 +5,9 @@
 //! (over HTTP), come later behind the same trait.
 
 pub mod calc;
+pub mod clinical;
 pub mod general;
 pub mod kernel;
-pub mod clinical;
 pub mod medical;
 
 use crate::task::TaskSpec;

@@ -216,3 +216,22 @@ pub fn set_policy_json(data: &Path, key: &str, value: Value) {
 pub fn error_of(body: &Value) -> (&str, Option<&str>) {
     (body["error"].as_str().unwrap(), body["field"].as_str())
 }
+
+/// Sign approval `id` with the approver key `capsule init` made.
+pub async fn sign(s: &TestServer, id: i64) -> (StatusCode, Value) {
+    use base64::{engine::general_purpose::STANDARD as B64, Engine};
+    use capsule_ledger::NoteSigner;
+    let (_, a) = s.get(&format!("/v1/approvals/{id}"), "viewer").await;
+    let digest = a["digest"].as_str().unwrap().to_string();
+    let signer =
+        capsule_ledger::keys::load_key_file(&data::keys(&s.data).join("approver.pem"), "approver")
+            .unwrap();
+    let body = serde_json::json!({
+        "key": signer.verifier().to_string(),
+        "signature": B64.encode(signer.sign(
+            capsule_policy::approvals::approval_statement(id, &digest).as_bytes()
+        )),
+    });
+    s.post(&format!("/v1/approvals/{id}/sign"), "judge", body)
+        .await
+}
