@@ -13,7 +13,7 @@ implementation achieves on the same machine:
   id        the query normalised (stripped, whitespace runs -> one space);
             canonical JSON of {"class_path", "domain", "params", "query"}
             (sorted keys, separators (",", ":"), ensure_ascii=False, UTF-8;
-            class_path null and params {} when absent); ID = "TASK_" + UTC
+            class_path "" and params {} when absent); ID = "TASK_" + UTC
             YYYYMMDD + "_" + lower-case RFC 4648 base32, unpadded, of the first
             20 bytes of BLAKE3 of those bytes (32 characters)
   policy    kill-switch file absent (checked per submit), then the action
@@ -89,7 +89,7 @@ def canonical(obj):
 
 def task_id(query, domain, class_path=None, params=None, now=None):
     import blake3
-    body = canonical({"class_path": class_path, "domain": domain,
+    body = canonical({"class_path": class_path or "", "domain": domain,
                       "params": params if params is not None else {}, "query": normalise(query)})
     digest = blake3.blake3(body).digest()[:20]
     day = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d")

@@ -187,8 +187,67 @@ impl Decided {
     }
 }
 
-fn now_ms_since(started: Instant) -> f64 {
-    started.elapsed().as_secs_f64() * 1e3
+/// One submit on its way through: what the task is and what was decided.
+struct Submission {
+    spec: TaskSpec,
+    task_id: String,
+    hash: String,
+    principal: String,
+    lane: Lane,
+    user_id: Option<String>,
+    classification: Classification,
+    decided: Decided,
+}
+
+impl Submission {
+    fn reply(&self, status: &str, seq: u64) -> SubmitReply {
+        SubmitReply {
+            task_id: self.task_id.clone(),
+            status: status.to_string(),
+            domain: self.spec.domain.clone(),
+            classification: self.classification.clone(),
+            policy_decision: self.decided.decision.clone(),
+            latency_ms: 0.0,
+            ledger_seq: seq,
+            result_id: None,
+            reused_from: None,
+            approval_id: None,
+        }
+    }
+
+    /// The task part of the decision record.
+    fn meta(&self, status: &str) -> Value {
+        json!({
+            "task_id": self.task_id,
+            "domain": self.spec.domain,
+            "status": status,
+            "classification": self.classification,
+            "user_id": self.user_id,
+        })
+    }
+
+    /// A new row for this task.
+    fn row(&self, status: &str) -> TaskRow {
+        let now = now_ns();
+        TaskRow {
+            hash: self.hash.clone(),
+            id: self.task_id.clone(),
+            domain: self.spec.domain.clone(),
+            status: status.to_string(),
+            lane: self.lane.as_str().to_string(),
+            principal: self.principal.clone(),
+            result_id: None,
+            error: None,
+            reused_from: None,
+            approval_id: None,
+            duration_ms: None,
+            ledger: Vec::new(),
+            trace: Value::Null,
+            hits: 0,
+            created_ns: now,
+            updated_ns: now,
+        }
+    }
 }
 
 impl Mesh {
@@ -349,186 +408,119 @@ impl Mesh {
             }
             None => self.classifier.classify(&req.query)?,
         };
-        let bot = self.bot(&classification.domain)?;
-        let info = bot.describe().clone();
+        let info = self.bot(&classification.domain)?.describe().clone();
         let spec = req.spec(info.domain, !info.case_sensitive);
         let id = spec.id(Day::today());
-        let hash = id.hash().to_string();
-        let task_id = id.to_string();
         let lane = req.lane.unwrap_or(Lane::Prod);
-        let decided = self.decide(principal, info.domain, lane, &task_id)?;
-        let reply = |status: &str, seq: u64| SubmitReply {
-            task_id: task_id.clone(),
-            status: status.to_string(),
-            domain: info.domain.to_string(),
-            classification: classification.clone(),
-            policy_decision: decided.decision.clone(),
-            latency_ms: 0.0,
-            ledger_seq: seq,
-            result_id: None,
-            reused_from: None,
-            approval_id: None,
+        let task_id = id.to_string();
+        let sub = Submission {
+            decided: self.decide(principal, info.domain, lane, &task_id)?,
+            hash: id.hash().to_string(),
+            task_id,
+            principal: principal.to_string(),
+            lane,
+            user_id: req.user_id.clone(),
+            classification,
+            spec,
         };
-        let task_meta = |status: &str| {
-            json!({
-                "task_id": task_id,
-                "domain": info.domain,
-                "status": status,
-                "classification": classification,
-                "user_id": req.user_id,
-            })
-        };
-        let existing = self.db.cached(&hash)?;
-        let mut out = match existing {
+        let mut out = match self.db.cached(&sub.hash)? {
             Some((status, Some(result_id))) if status == "done" && info.cacheable => {
-                if !decided.allowed() {
-                    return self.refuse(
-                        &decided, &spec, &task_id, &hash, lane, principal, reply, task_meta,
-                        started,
-                    );
-                }
-                let mut meta = task_meta("cache_hit");
-                meta["result_id"] = json!(result_id);
-                let seq = self.ledger.append(decided.record(meta))?.seq;
-                self.count_hit(&hash);
-                let mut r = reply("cache_hit", seq);
-                r.result_id = Some(result_id);
-                r
+                self.answer_hit(&sub, result_id)?
             }
             Some((status, _))
                 if ["queued", "running", "pending_approval"].contains(&status.as_str()) =>
             {
-                if decided.decision.outcome == Outcome::Blocked {
-                    return self.refuse(
-                        &decided, &spec, &task_id, &hash, lane, principal, reply, task_meta,
-                        started,
-                    );
-                }
-                // Already on its way: one run serves every submit.
-                let shown = if status == "pending_approval" {
-                    "pending_approval"
-                } else {
-                    "queued"
-                };
-                let seq = self.ledger.append(decided.record(task_meta(shown)))?.seq;
-                let mut r = reply(shown, seq);
-                r.approval_id = self.db.task(&hash)?.and_then(|t| t.approval_id);
-                r
+                self.answer_pending(&sub, &status)?
             }
             _ => {
-                let similar = if info.semantic_reuse && decided.allowed() {
-                    self.similar(info.domain, &spec.query)?
+                let similar = if info.semantic_reuse && sub.decided.allowed() {
+                    self.similar(info.domain, &sub.spec.query)?
                 } else {
                     None
                 };
                 match similar {
-                    Some(p) => self.reuse(
-                        &p,
-                        &spec,
-                        &task_id,
-                        &hash,
-                        principal,
-                        lane,
-                        &decided,
-                        task_meta("cache_hit"),
-                        reply,
-                    )?,
-                    None => {
-                        if !decided.allowed() {
-                            return self.refuse(
-                                &decided, &spec, &task_id, &hash, lane, principal, reply,
-                                task_meta, started,
-                            );
-                        }
-                        self.queue_new(
-                            &spec,
-                            &task_id,
-                            &hash,
-                            principal,
-                            lane,
-                            &decided,
-                            task_meta("queued"),
-                            reply,
-                        )?
-                    }
+                    Some(p) => self.reuse(&sub, &p)?,
+                    None if sub.decided.allowed() => self.queue_new(&sub)?,
+                    None => self.refuse(&sub)?,
                 }
             }
         };
-        out.latency_ms = now_ms_since(started);
+        out.latency_ms = started.elapsed().as_secs_f64() * 1e3;
         self.observer.submitted(&out.domain, &out.status);
         Ok(out)
+    }
+
+    /// A done task: the decision and the hit are one record.
+    fn answer_hit(&self, sub: &Submission, result_id: String) -> Result<SubmitReply> {
+        if !sub.decided.allowed() {
+            return self.refuse(sub);
+        }
+        let mut meta = sub.meta("cache_hit");
+        meta["result_id"] = json!(result_id);
+        let seq = self.ledger.append(sub.decided.record(meta))?.seq;
+        self.count_hit(&sub.hash);
+        let mut r = sub.reply("cache_hit", seq);
+        r.result_id = Some(result_id);
+        Ok(r)
+    }
+
+    /// A task already on its way: one run serves every submit.
+    fn answer_pending(&self, sub: &Submission, status: &str) -> Result<SubmitReply> {
+        if sub.decided.decision.outcome == Outcome::Blocked {
+            return self.refuse(sub);
+        }
+        let shown = if status == "pending_approval" {
+            "pending_approval"
+        } else {
+            "queued"
+        };
+        let seq = self.ledger.append(sub.decided.record(sub.meta(shown)))?.seq;
+        let mut r = sub.reply(shown, seq);
+        r.approval_id = self.db.task(&sub.hash)?.and_then(|t| t.approval_id);
+        Ok(r)
     }
 
     /// A submit the decision does not let through: held for approval, or
     /// blocked with the explanation.
-    #[allow(clippy::too_many_arguments)]
-    fn refuse(
-        &self,
-        decided: &Decided,
-        spec: &TaskSpec,
-        task_id: &str,
-        hash: &str,
-        lane: Lane,
-        principal: &str,
-        reply: impl Fn(&str, u64) -> SubmitReply,
-        task_meta: impl Fn(&str) -> Value,
-        started: Instant,
-    ) -> Result<SubmitReply> {
-        let domain = spec.domain.as_str();
-        let mut out = if decided.decision.outcome.needs_approval() {
+    fn refuse(&self, sub: &Submission) -> Result<SubmitReply> {
+        if sub.decided.decision.outcome.needs_approval() {
             // The spec is kept now, so the approved task can run from it.
-            self.store_spec(spec, task_id)?;
-            self.hold(
-                decided, task_id, hash, domain, lane, principal, reply, task_meta,
-            )?
-        } else {
-            let seq = self
-                .ledger
-                .append(decided.record(task_meta("blocked")))?
-                .seq;
-            if self.db.task(hash)?.is_none() {
-                let mut row = new_row(task_id, hash, domain, lane, principal, "blocked");
-                row.ledger.push(seq);
-                self.db.put_task(&row)?;
-            }
-            reply("blocked", seq)
-        };
-        out.latency_ms = now_ms_since(started);
-        self.observer.submitted(&out.domain, &out.status);
-        Ok(out)
+            self.store_spec(sub)?;
+            return self.hold(sub);
+        }
+        let seq = self
+            .ledger
+            .append(sub.decided.record(sub.meta("blocked")))?
+            .seq;
+        if self.db.task(&sub.hash)?.is_none() {
+            let mut row = sub.row("blocked");
+            row.ledger.push(seq);
+            self.db.put_task(&row)?;
+        }
+        Ok(sub.reply("blocked", seq))
     }
 
-    /// Queue the approval, record the decision naming it, keep the spec.
-    #[allow(clippy::too_many_arguments)]
-    fn hold(
-        &self,
-        decided: &Decided,
-        task_id: &str,
-        hash: &str,
-        domain: &str,
-        lane: Lane,
-        principal: &str,
-        reply: impl Fn(&str, u64) -> SubmitReply,
-        task_meta: impl Fn(&str) -> Value,
-    ) -> Result<SubmitReply> {
+    /// Queue the approval, record the decision naming it, mark the task.
+    fn hold(&self, sub: &Submission) -> Result<SubmitReply> {
+        let request = &sub.decided.request;
         let approval = ApprovalRequest {
-            action: decided.request.action.clone(),
-            actor: decided.request.principal.clone(),
-            resource: decided.request.resource.clone(),
-            args: decided.request.args.clone(),
-            policy_version: decided.decision.policy_version.clone(),
+            action: request.action.clone(),
+            actor: request.principal.clone(),
+            resource: request.resource.clone(),
+            args: request.args.clone(),
+            policy_version: sub.decided.decision.policy_version.clone(),
         };
         let config = self.policy.config();
         let queue = self.approvals.lock().unwrap_or_else(|p| p.into_inner());
         let approval_id = queue.enqueue_for(
             &approval,
-            decided.decision.outcome.as_str(),
+            sub.decided.decision.outcome.as_str(),
             config.approval_quorum,
             config.approval_ttl_s,
         )?;
-        let mut meta = task_meta("pending_approval");
+        let mut meta = sub.meta("pending_approval");
         meta["approval"] = json!({"id": approval_id, "digest": approval.digest()});
-        let seq = match self.ledger.append(decided.record(meta)) {
+        let seq = match self.ledger.append(sub.decided.record(meta)) {
             Ok(r) => r.seq,
             Err(e) => {
                 let _ = queue.discard(approval_id);
@@ -538,8 +530,8 @@ impl Mesh {
         drop(queue);
         let mut row = self
             .db
-            .task(hash)?
-            .unwrap_or_else(|| new_row(task_id, hash, domain, lane, principal, "pending_approval"));
+            .task(&sub.hash)?
+            .unwrap_or_else(|| sub.row("pending_approval"));
         if row.status != "done" {
             row.status = "pending_approval".into();
         }
@@ -547,64 +539,52 @@ impl Mesh {
         row.ledger.push(seq);
         row.updated_ns = now_ns();
         self.db.put_task(&row)?;
-        let mut r = reply("pending_approval", seq);
+        let mut r = sub.reply("pending_approval", seq);
         r.approval_id = Some(approval_id);
         Ok(r)
     }
 
     /// A new task: hold a queue place (503 when full, before anything is
     /// written), keep the spec, write the row and the record, publish.
-    #[allow(clippy::too_many_arguments)]
-    fn queue_new(
-        &self,
-        spec: &TaskSpec,
-        task_id: &str,
-        hash: &str,
-        principal: &str,
-        lane: Lane,
-        decided: &Decided,
-        mut meta: Value,
-        reply: impl Fn(&str, u64) -> SubmitReply,
-    ) -> Result<SubmitReply> {
-        let slot = self
-            .router
-            .reserve(&spec.domain)
-            .map_err(|f| MeshError::Full {
-                topic: f.topic,
-                capacity: f.capacity,
-                retry_after_s: self.config.retry_after_s,
-            })?;
-        self.store_spec(spec, task_id)?;
-        let msg = self.message(task_id, &spec.domain, lane);
+    fn queue_new(&self, sub: &Submission) -> Result<SubmitReply> {
+        let slot = self.reserve(&sub.spec.domain)?;
+        self.store_spec(sub)?;
+        let msg = self.message(&sub.task_id, &sub.spec.domain, sub.lane);
+        let mut meta = sub.meta("queued");
         meta["message"] = serde_json::to_value(&msg).expect("plain struct");
         meta["message_bytes"] = json!(msg.encoded_len());
         meta["dispatch"] = json!(self.router.dispatching());
-        let mut row = new_row(task_id, hash, &spec.domain, lane, principal, "queued");
+        let mut row = sub.row("queued");
         row.trace = json!([crumb("submit", "router")]);
         // The row is written in a transaction that commits only after the
         // record is durable: a failed append leaves no queued row behind.
         let seq = {
             let mut conn = self.db.conn();
             let tx = conn.transaction()?;
-            crate::db::put_task(&tx, &row)?;
-            let seq = self.ledger.append(decided.record(meta))?.seq;
+            let seq = self.ledger.append(sub.decided.record(meta))?.seq;
             row.ledger.push(seq);
             crate::db::put_task(&tx, &row)?;
             tx.commit()?;
             seq
         };
         self.publish(slot, msg);
-        Ok(reply("queued", seq))
+        Ok(sub.reply("queued", seq))
+    }
+
+    /// A place in `topic`'s queue, or 503.
+    fn reserve(&self, topic: &str) -> Result<Slot<'_, dyn Bot>> {
+        self.router.reserve(topic).map_err(|f| MeshError::Full {
+            topic: f.topic,
+            capacity: f.capacity,
+            retry_after_s: self.config.retry_after_s,
+        })
     }
 
     /// Keep a task's spec in the store; its ID is the task's.
-    fn store_spec(&self, spec: &TaskSpec, task_id: &str) -> Result<()> {
-        let value = serde_json::to_value(spec).expect("plain struct");
+    fn store_spec(&self, sub: &Submission) -> Result<()> {
+        let value = serde_json::to_value(&sub.spec).expect("plain struct");
         let stored = self.store.put_json(TASK_NAMESPACE, Kind::Spec, &value)?;
-        debug_assert_eq!(
-            stored.hash().to_string(),
-            task_id.rsplit('_').next().unwrap_or("")
-        );
+        debug_assert_eq!(stored.hash().to_string(), sub.hash);
         Ok(())
     }
 
@@ -632,29 +612,18 @@ impl Mesh {
     }
 
     /// Answer a new query with a similar task's stored result.
-    #[allow(clippy::too_many_arguments)]
-    fn reuse(
-        &self,
-        source: &Pattern,
-        spec: &TaskSpec,
-        task_id: &str,
-        hash: &str,
-        principal: &str,
-        lane: Lane,
-        decided: &Decided,
-        mut meta: Value,
-        reply: impl Fn(&str, u64) -> SubmitReply,
-    ) -> Result<SubmitReply> {
+    fn reuse(&self, sub: &Submission, source: &Pattern) -> Result<SubmitReply> {
+        let mut meta = sub.meta("cache_hit");
         meta["result_id"] = json!(source.result_id);
         meta["reused_from"] = json!(source.task_id);
-        let seq = self.ledger.append(decided.record(meta))?.seq;
-        let mut row = new_row(task_id, hash, &spec.domain, lane, principal, "done");
+        let seq = self.ledger.append(sub.decided.record(meta))?.seq;
+        let mut row = sub.row("done");
         row.result_id = Some(source.result_id.clone());
         row.reused_from = Some(source.task_id.clone());
         row.ledger.push(seq);
         self.db.put_task(&row)?;
         self.count_hit(&source.hash);
-        let mut r = reply("cache_hit", seq);
+        let mut r = sub.reply("cache_hit", seq);
         r.result_id = Some(source.result_id.clone());
         r.reused_from = Some(source.task_id.clone());
         Ok(r)
@@ -1116,15 +1085,7 @@ impl Mesh {
         })?;
         let run = row.status != "done";
         let slot = if run {
-            Some(
-                self.router
-                    .reserve(&held.domain)
-                    .map_err(|f| MeshError::Full {
-                        topic: f.topic,
-                        capacity: f.capacity,
-                        retry_after_s: self.config.retry_after_s,
-                    })?,
-            )
+            Some(self.reserve(&held.domain)?)
         } else {
             None
         };
@@ -1180,35 +1141,6 @@ impl Mesh {
             .filter(|a| self.runs(a))
             .map(|a| (a.id, self.release(a.id).err().map(|e| e.to_string())))
             .collect())
-    }
-}
-
-fn new_row(
-    task_id: &str,
-    hash: &str,
-    domain: &str,
-    lane: Lane,
-    principal: &str,
-    status: &str,
-) -> TaskRow {
-    let now = now_ns();
-    TaskRow {
-        hash: hash.to_string(),
-        id: task_id.to_string(),
-        domain: domain.to_string(),
-        status: status.to_string(),
-        lane: lane.as_str().to_string(),
-        principal: principal.to_string(),
-        result_id: None,
-        error: None,
-        reused_from: None,
-        approval_id: None,
-        duration_ms: None,
-        ledger: Vec::new(),
-        trace: Value::Null,
-        hits: 0,
-        created_ns: now,
-        updated_ns: now,
     }
 }
 
