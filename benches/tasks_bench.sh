@@ -135,7 +135,7 @@ if m.group(1) != today:
     print(f"{target}: note: task_id date {m.group(1)}, UTC today {today}", file=sys.stderr)
 if reply["status"] not in ("queued", "cache_hit", "pending_approval", "blocked"):
     fail(f"status {reply['status']!r} is not a submit status")
-if reply["policy_decision"].get("outcome") != "allowed":
+if reply["policy_decision"].get("outcome") not in ("allowed", "approved", "auto_approved"):
     fail("the policy decision is not allowed")
 if not isinstance(reply["ledger_seq"], int):
     fail("ledger_seq is not an integer")
