@@ -1866,7 +1866,10 @@ mod tests {
         // Either of the two is the one to drop (map order depends on
         // serde_json's features in the build).
         let both = err("BMI", json!({"height_m": 1.7, "height_cm": 170}));
-        assert!(["height_m", "height_cm"].contains(&both.field.as_str()), "{both}");
+        assert!(
+            ["height_m", "height_cm"].contains(&both.field.as_str()),
+            "{both}"
+        );
         assert_eq!(err("egfr", json!({"sex": "x"})).field, "sex");
         assert_eq!(err("chadsvasc", json!({"chf": "maybe"})).field, "chf");
         assert_eq!(
