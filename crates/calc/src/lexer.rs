@@ -108,7 +108,57 @@ pub(crate) fn lex(src: &str, offset: usize) -> Result<Vec<Token>, CalcError> {
             return Err(CalcError::new(pos, format!("unexpected character {c:?}")));
         }
     }
-    Ok(out)
+    Ok(spelled_operators(out))
+}
+
+/// Operators written as words, longest phrase first; each becomes the
+/// operator at the position of its first word.
+const SPELLED: &[(&[&str], Tok)] = &[
+    (&["to", "the", "power", "of"], Tok::Caret),
+    (&["raised", "to", "the", "power", "of"], Tok::Caret),
+    (&["raised", "to"], Tok::Caret),
+    (&["multiplied", "by"], Tok::Star),
+    (&["divided", "by"], Tok::Slash),
+    (&["plus"], Tok::Plus),
+    (&["minus"], Tok::Minus),
+    (&["times"], Tok::Star),
+    (&["squared"], Tok::Sup(2)),
+    (&["cubed"], Tok::Sup(3)),
+    (&["mod"], Tok::Percent),
+    (&["modulo"], Tok::Percent),
+];
+
+/// Replace spelled-out operators ("2 to the power of 10", "7 divided by 2")
+/// by their symbols. Only whole names match, case-insensitively.
+fn spelled_operators(tokens: Vec<Token>) -> Vec<Token> {
+    let word = |t: Option<&Token>| match t.map(|t| &t.tok) {
+        Some(Tok::Name(n)) => Some(n.to_ascii_lowercase()),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let phrase = SPELLED.iter().find(|(words, _)| {
+            words
+                .iter()
+                .enumerate()
+                .all(|(k, w)| word(tokens.get(i + k)).as_deref() == Some(*w))
+        });
+        match phrase {
+            Some((words, tok)) => {
+                out.push(Token {
+                    tok: tok.clone(),
+                    pos: tokens[i].pos,
+                });
+                i += words.len();
+            }
+            None => {
+                out.push(tokens[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Lex a number starting at `chars[start]`; returns the cleaned text and the

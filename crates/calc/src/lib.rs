@@ -26,6 +26,8 @@
 //!   works; `inch`/`inches` are always unambiguous. `to`, `as`, `->` also convert.
 //! * °C / °F are affine: only a bare reading can be converted
 //!   (`100 °C to °F`, `300 K to °C`); arithmetic on them is refused.
+//! * Operators may be spelled: `plus`, `minus`, `times`, `multiplied by`,
+//!   `divided by`, `to the power of`, `raised to`, `squared`, `cubed`, `mod`.
 #![forbid(unsafe_code)]
 
 mod lexer;

@@ -361,3 +361,21 @@ fn approximations_beyond_f64_range_are_errors() {
     assert!(ev_err("sqrt(2^8001)").reason.contains("finite"));
     assert!(ev_err("exp(1000)").reason.contains("finite"));
 }
+
+#[test]
+fn operators_spelled_as_words() {
+    let lim = Limits::default();
+    let exact = |q: &str| evaluate(q, &lim).unwrap().exact.unwrap();
+    assert_eq!(exact("what is 2 to the power of 12"), "4096");
+    assert_eq!(exact("7 divided by 2"), "7/2");
+    assert_eq!(exact("3 plus 4 times 2"), "11");
+    assert_eq!(exact("10 minus 3 squared"), "1");
+    assert_eq!(exact("17 mod 5"), "2");
+    assert_eq!(exact("2 raised to 3"), "8");
+    assert_eq!(exact("6 Multiplied By 7"), "42");
+    // "to" alone is still a conversion.
+    assert_eq!(exact("1 km to m"), "1000 m");
+    // A missing exponent is named where the input ends.
+    let e = evaluate("2 to the power of", &lim).unwrap_err();
+    assert_eq!(e.position, 17, "{e}");
+}
