@@ -142,19 +142,25 @@ fn print_task(t: &Value) {
     }
 }
 
-/// Poll a task until it is done or failed (or `timeout` passes).
+/// Poll a task until it is done or failed (or `timeout` passes), every
+/// 20 ms at first and then less often (at most once a second), waiting out
+/// the rate limit when it answers 429.
 pub async fn wait_for(client: &ApiClient, id: &str, timeout: Duration) -> Result<Reply> {
     let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
     loop {
         let r = client.get(&format!("/v1/tasks/{id}")).await?;
         let status = r.body["status"].as_str().unwrap_or("");
-        if r.status != 200 || ["done", "failed", "blocked"].contains(&status) {
+        let limited = r.status == 429;
+        if !limited && (r.status != 200 || ["done", "failed", "blocked"].contains(&status)) {
             return Ok(r);
         }
         if started.elapsed() > timeout {
             bail!("task {id} is still {status} after {} s", timeout.as_secs());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let wait = if limited { Duration::from_secs(1) } else { pause };
+        tokio::time::sleep(wait).await;
+        pause = (pause * 3 / 2).min(Duration::from_secs(1));
     }
 }
 

@@ -23,6 +23,11 @@ fn json_of(out: Output) -> Value {
 
 #[test]
 fn tasks_through_the_cli() {
+    // The general bot needs SmolLM2 in the per-user models directory.
+    ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
+        .args(["models", "fetch", "smollm2"])
+        .output()
+        .unwrap());
     let (_dir, data, ops) = init();
     let agent: Value = serde_json::from_str(&ok(Command::new(env!("CARGO_BIN_EXE_capsule"))
         .args([
@@ -62,27 +67,57 @@ fn tasks_through_the_cli() {
     let text = ok(capsule(&http, &alice, &["task", "get", &id]));
     assert!(text.contains("0.1 + 0.2 = 3/10"), "{text}");
 
+    let bmi_args = [
+        "task",
+        "submit",
+        "BMI",
+        "--domain",
+        "medical",
+        "--param",
+        "weight_kg=70",
+        "--param",
+        "height_m=1.75",
+    ];
     let bmi = json_of(capsule(
         &http,
         &alice,
-        &[
-            "task",
-            "submit",
-            "BMI",
-            "--domain",
-            "medical",
-            "--param",
-            "weight_kg=70",
-            "--param",
-            "height_m=1.75",
-            "--wait",
-            "--json",
-        ],
+        &[&bmi_args[..], &["--wait", "--json"]].concat(),
     ));
     assert!(
         bmi["result"]["answer"].as_str().unwrap().contains("22.86"),
         "{bmi}"
     );
+    let again = json_of(capsule(
+        &http,
+        &alice,
+        &[&bmi_args[..], &["--json"]].concat(),
+    ));
+    assert_eq!(again["status"], "cache_hit", "{again}");
+    assert_eq!(again["task_id"], bmi["task_id"]);
+
+    // The general bot answers with the local model, named in the result.
+    let question = "Name one colour of the rainbow.";
+    let general = json_of(capsule(
+        &http,
+        &alice,
+        &[
+            "task", "submit", question, "--domain", "general", "--wait", "--json",
+        ],
+    ));
+    assert_eq!(general["status"], "done", "{general}");
+    assert!(
+        general["result"]["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("smollm2"),
+        "{general}"
+    );
+    let text = ok(capsule(
+        &http,
+        &alice,
+        &["task", "submit", question, "--domain", "general"],
+    ));
+    assert!(text.contains("cache_hit"), "{text}");
 
     let text = ok(capsule(
         &http,

@@ -3,7 +3,7 @@
 
 use crate::bots::{Artifact, Bot, BotContext, BotError, Verification};
 use crate::classify::{Classification, Classifier, DEFAULT_THRESHOLD};
-use crate::contract::{crumb, now_ns, Glyph, Message, NodeResult};
+use crate::contract::{crumb, now_ns, Crumb, Glyph, Message, NodeResult};
 use crate::db::{Db, TaskRow};
 use crate::error::{MeshError, Result};
 use crate::fold::{Fold, FoldGuard, FoldLimits, Trip};
@@ -555,7 +555,7 @@ impl Mesh {
         meta["message_bytes"] = json!(msg.encoded_len());
         meta["dispatch"] = json!(self.router.dispatching());
         let mut row = sub.row("queued");
-        row.trace = json!([crumb("submit", "router")]);
+        row.trace = serde_json::to_value([crumb("submit", "router")]).expect("plain struct");
         // The row is written in a transaction that commits only after the
         // record is durable: a failed append leaves no queued row behind.
         let seq = {
@@ -691,8 +691,8 @@ impl Mesh {
                 .map_err(|e| MeshError::invalid("spec", format!("{}: {e}", msg.payload_ref)))?
         };
         let node = bot.describe().domain;
-        let mut trace: Vec<Value> = row.trace.as_array().cloned().unwrap_or_default();
-        trace.push(json!(crumb("run", node)));
+        let mut trace: Vec<Crumb> = serde_json::from_value(row.trace.clone()).unwrap_or_default();
+        trace.push(crumb("run", node));
         let ctx = BotContext {
             principal: row.principal.clone(),
             lane: msg.lane,
@@ -704,38 +704,34 @@ impl Mesh {
                 .unwrap_or_else(|_| Err(BotError(format!("the {node} bot panicked"))));
         let seconds = started.elapsed().as_secs_f64();
         row.duration_ms = Some(seconds * 1e3);
-        let (result, artifact) = match outcome {
+        let (mut result, artifact) = match outcome {
             Ok(artifact) => {
                 let value = serde_json::to_value(&artifact).expect("plain struct");
                 let result_id = self
                     .store
                     .put_json(RESULT_NAMESPACE, Kind::Artifact, &value)?;
-                trace.push(json!(crumb("store", node)));
-                (
-                    NodeResult {
-                        ok: true,
-                        reasons: Vec::new(),
-                        payload_ref: Some(result_id.to_string()),
-                        trace: Vec::new(),
-                    },
-                    Some(artifact),
-                )
+                trace.push(crumb("store", node));
+                let ok = NodeResult {
+                    ok: true,
+                    reasons: Vec::new(),
+                    payload_ref: Some(result_id.to_string()),
+                    trace: Vec::new(),
+                };
+                (ok, Some(artifact))
             }
-            Err(e) => (
-                NodeResult {
+            Err(e) => {
+                let failed = NodeResult {
                     ok: false,
                     reasons: vec![e.0],
                     payload_ref: None,
                     trace: Vec::new(),
-                },
-                None,
-            ),
+                };
+                (failed, None)
+            }
         };
-        trace.push(json!(crumb(
-            if result.ok { "done" } else { "failed" },
-            node
-        )));
         let status = if result.ok { "done" } else { "failed" };
+        trace.push(crumb(status, node));
+        result.trace = trace;
         let mut record = Record::new(&row.principal, "task.result", status);
         record.subject = row.id.clone();
         record.reason = result.reasons.join("; ");
@@ -747,7 +743,7 @@ impl Mesh {
             "duration_ms": seconds * 1e3,
             "verification": artifact.as_ref().map(|a| &a.verification),
             "model": artifact.as_ref().and_then(|a| a.model.clone()),
-            "node_result": {"ok": result.ok, "reasons": result.reasons, "payload_ref": result.payload_ref},
+            "node_result": result,
             "message": msg,
         });
         let seq = self.ledger.append(record)?.seq;
@@ -755,7 +751,7 @@ impl Mesh {
         row.result_id = result.payload_ref.clone();
         row.error = result.reasons.first().cloned();
         row.ledger.push(seq);
-        row.trace = Value::Array(trace);
+        row.trace = serde_json::to_value(&result.trace).expect("plain struct");
         row.updated_ns = now_ns();
         self.db.put_task(&row)?;
         self.observer.finished(node, status, seconds);

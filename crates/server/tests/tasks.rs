@@ -82,11 +82,27 @@ async fn a_calc_task_runs_once_and_the_same_query_is_a_cache_hit_for_anyone() {
     assert_eq!(again["task_id"], id);
     assert_eq!(again["result_id"], result_id);
     let entries = s.entries().await;
+    let results = entries_of(&entries, "task.result", &id);
+    assert_eq!(results.len(), 1, "the bot ran once");
+    let node = &results[0]["meta"]["node_result"];
+    assert_eq!(node["ok"], true);
+    assert_eq!(node["payload_ref"], result_id);
+    let stages: Vec<(&str, &str)> = node["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["stage"].as_str().unwrap(), c["node"].as_str().unwrap()))
+        .collect();
     assert_eq!(
-        entries_of(&entries, "task.result", &id).len(),
-        1,
-        "the bot ran once"
+        stages,
+        [
+            ("submit", "router"),
+            ("run", "calc"),
+            ("store", "calc"),
+            ("done", "calc")
+        ]
     );
+    assert_eq!(results[0]["meta"]["message"]["payload_ref"], id.as_str());
     let hit = &entries[again["ledger_seq"].as_u64().unwrap() as usize];
     assert_eq!(hit["action"], "task.submit");
     assert_eq!(hit["meta"]["task"]["status"], "cache_hit");
