@@ -1,6 +1,9 @@
 //! The mesh's SQLite file: the task table (status and result of each task
 //! by content hash — the result cache) and the pattern table (SPEC M3).
-//! WAL, one connection behind a mutex. The ledger is the record of what
+//! WAL, with one connection for writes and one for reads, each behind a
+//! mutex: a writer holding its transaction (a new task's row waits for its
+//! ledger record) never stalls the cache look-ups of other submits, which
+//! read the last committed state. The ledger is the record of what
 //! happened; this file is the working state it describes.
 
 use crate::error::Result;
@@ -38,7 +41,8 @@ pub struct TaskRow {
 }
 
 pub struct Db {
-    conn: Mutex<Connection>,
+    write: Mutex<Connection>,
+    read: Mutex<Connection>,
 }
 
 const TASK_COLUMNS: &str = "hash, id, domain, status, lane, result_id, error, reused_from, approval_id, duration_ms, ledger, trace, hits, created_ns, updated_ns, principal";
@@ -90,10 +94,14 @@ fn pattern_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pattern> {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let open = || -> Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(conn)
+        };
+        let conn = open()?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS tasks (
                 hash TEXT PRIMARY KEY,
@@ -127,16 +135,23 @@ impl Db {
             );",
         )?;
         Ok(Db {
-            conn: Mutex::new(conn),
+            write: Mutex::new(conn),
+            read: Mutex::new(open()?),
         })
     }
 
+    /// The connection that writes (and whose transactions hold it).
     pub fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection that reads the last committed state.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn task(&self, hash: &str) -> Result<Option<TaskRow>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st =
             conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE hash = ?1"))?;
         Ok(st.query_row([hash], task_from_row).optional()?)
@@ -144,7 +159,7 @@ impl Db {
 
     /// The status and result of a task, the cache look-up of every submit.
     pub fn cached(&self, hash: &str) -> Result<Option<(String, Option<String>)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn.prepare_cached("SELECT status, result_id FROM tasks WHERE hash = ?1")?;
         Ok(st
             .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -152,7 +167,7 @@ impl Db {
     }
 
     pub fn tasks_in(&self, statuses: &[&str]) -> Result<Vec<TaskRow>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let marks = vec!["?"; statuses.len()].join(",");
         let mut st = conn.prepare(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ({marks}) ORDER BY updated_ns"
@@ -181,7 +196,7 @@ impl Db {
     }
 
     pub fn pattern(&self, hash: &str) -> Result<Option<Pattern>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn.prepare_cached(&format!(
             "SELECT {PATTERN_COLUMNS} FROM patterns WHERE hash = ?1"
         ))?;
@@ -189,7 +204,7 @@ impl Db {
     }
 
     pub fn patterns(&self, domain: Option<&str>, layer: Option<Layer>) -> Result<Vec<Pattern>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn.prepare(&format!(
             "SELECT {PATTERN_COLUMNS} FROM patterns
              WHERE (?1 IS NULL OR domain = ?1) AND (?2 IS NULL OR layer = ?2)
@@ -245,7 +260,7 @@ impl Db {
 
     /// Patterns per layer (for the metrics).
     pub fn pattern_counts(&self) -> Result<Vec<(String, u64)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn.prepare_cached("SELECT layer, COUNT(*) FROM patterns GROUP BY layer")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
