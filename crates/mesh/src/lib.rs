@@ -8,7 +8,7 @@
 //! without a domain (`classify.rs`), the task table that is the result
 //! cache and the pattern table (`db.rs`), the pattern-memory rules
 //! (`patterns.rs`), the fold guard (`fold.rs`), and the mesh that puts
-//! them together (`mesh.rs`).
+//! them together (`mesh/`).
 //!
 //! **Never:** speaks HTTP (the server does), holds a payload in a message,
 //! runs a task the policy engine did not let through, or grows a queue
