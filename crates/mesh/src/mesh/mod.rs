@@ -95,7 +95,6 @@ pub struct MeshParts {
 
 pub struct Mesh {
     config: MeshConfig,
-    learning: AtomicBool,
     router: Router<dyn Bot>,
     db: Db,
     store: Arc<Store>,
@@ -199,7 +198,6 @@ impl Mesh {
             config.classify_threshold,
         )?;
         Ok(Arc::new(Mesh {
-            learning: AtomicBool::new(config.learning),
             fold: FoldGuard::new(config.fold),
             config,
             router,
@@ -308,7 +306,7 @@ impl Mesh {
     }
 
     pub fn learning(&self) -> bool {
-        self.learning.load(Ordering::SeqCst)
+        self.config.learning
     }
 
     pub fn dispatching(&self) -> bool {
