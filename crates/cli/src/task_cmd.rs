@@ -158,7 +158,11 @@ pub async fn wait_for(client: &ApiClient, id: &str, timeout: Duration) -> Result
         if started.elapsed() > timeout {
             bail!("task {id} is still {status} after {} s", timeout.as_secs());
         }
-        let wait = if limited { Duration::from_secs(1) } else { pause };
+        let wait = if limited {
+            Duration::from_secs(1)
+        } else {
+            pause
+        };
         tokio::time::sleep(wait).await;
         pause = (pause * 3 / 2).min(Duration::from_secs(1));
     }

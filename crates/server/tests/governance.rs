@@ -496,12 +496,7 @@ async fn a_step_that_drifts_from_its_intent_is_blocked_and_does_not_lock_the_lan
     let (_, st) = s.get("/v1/state", "viewer").await;
     let ema = st["drift"]["prod"]["ema"].as_f64().unwrap();
     assert!((ema - (0.2 * ok + 0.8 * blocked)).abs() < 1e-9, "{st}");
-    let metrics = reqwest::get(format!("{}/metrics", s.metrics))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     assert!(
         metrics.contains("capsule_drift_ema{lane=\"prod\"}"),
         "{metrics}"

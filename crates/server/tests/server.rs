@@ -243,15 +243,7 @@ async fn over_the_rate_limit_is_429_with_retry_after() {
     assert!((1..=12).contains(&retry), "{retry}");
     // Another token has its own budget.
     assert_eq!(s.get("/v1/state", "alice").await.0, StatusCode::OK);
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     assert!(
         metrics.contains("capsule_rate_limited_total 1"),
         "{metrics}"

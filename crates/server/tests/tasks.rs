@@ -517,15 +517,7 @@ async fn the_fold_guard_trips_past_its_window_and_counts() {
     assert_eq!(trips[0]["subject"], ids[2]["task_id"]);
     let (_, mesh) = s.get("/v1/mesh", "viewer").await;
     assert_eq!(mesh["breaker_trips"], 1);
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     assert!(
         metrics.contains("capsule_mesh_breaker_trips_total{limit=\"window\"} 1"),
         "{metrics}"

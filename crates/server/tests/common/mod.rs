@@ -198,6 +198,18 @@ impl TestServer {
         report
     }
 
+    /// The Prometheus text the metrics listener serves now.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The ledger entries so far (read through the API).
     pub async fn entries(&self) -> Vec<Value> {
         let (_, page) = self.get("/v1/audit?from=0&limit=1000", "viewer").await;
