@@ -135,9 +135,11 @@ pub async fn serve(
     };
     // Requests still on blocking threads hold their own Arc; close() makes
     // them fail cleanly rather than write after the final checkpoint.
-    // The mesh's workers stop taking tasks; a task a worker is running as
-    // the ledger closes stays `running` and runs again at the next start.
-    svc.mesh.close();
+    // The mesh's workers stop taking tasks and finish the one they run
+    // (recorded while the ledger is still open); then no mesh thread holds
+    // the ledger.
+    let mesh = svc.mesh.clone();
+    let _ = tokio::task::spawn_blocking(move || mesh.close()).await;
     let ledger = svc.ledger.clone();
     let closed = tokio::task::spawn_blocking(move || ledger.close()).await;
     match closed {

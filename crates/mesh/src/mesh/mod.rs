@@ -109,6 +109,8 @@ pub struct Mesh {
     observer: Arc<dyn MeshObserver>,
     messages: AtomicU64,
     closed: AtomicBool,
+    /// The workers and the housekeeping thread, joined by [`Mesh::close`].
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// The reply to a submit (202).
@@ -212,6 +214,7 @@ impl Mesh {
             observer: observer.unwrap_or_else(|| Arc::new(NoObserver)),
             messages: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
         }))
     }
 
@@ -232,26 +235,45 @@ impl Mesh {
                 tracing::warn!(approval = id, %why, "an approved task did not queue at start");
             }
         }
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         for n in 0..self.config.workers.max(1) {
             let weak = Arc::downgrade(self);
-            std::thread::Builder::new()
-                .name(format!("mesh-worker-{n}"))
-                .spawn(move || worker(weak))
-                .map_err(|e| MeshError::Conflict(format!("starting a worker: {e}")))?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("mesh-worker-{n}"))
+                    .spawn(move || worker(weak))
+                    .map_err(|e| MeshError::Conflict(format!("starting a worker: {e}")))?,
+            );
         }
         let weak = Arc::downgrade(self);
         let every = self.config.maintenance_interval;
-        std::thread::Builder::new()
-            .name("mesh-maintenance".into())
-            .spawn(move || housekeeping(weak, every))
-            .map_err(|e| MeshError::Conflict(format!("starting maintenance: {e}")))?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("mesh-maintenance".into())
+                .spawn(move || housekeeping(weak, every))
+                .map_err(|e| MeshError::Conflict(format!("starting maintenance: {e}")))?,
+        );
         Ok(())
     }
 
-    /// Stop the workers (a running bot finishes its task first).
+    /// Stop taking tasks and wait for the threads: a task a worker is
+    /// running finishes (and is recorded) first. When it returns, no mesh
+    /// thread holds the mesh, so the ledger and the store can close.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.router.close();
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for t in &threads {
+            t.thread().unpark();
+        }
+        for t in threads {
+            let _ = t.join();
+        }
         let _ = self.flush_hits();
     }
 
@@ -412,7 +434,8 @@ fn worker(mesh: Weak<Mesh>) {
 fn housekeeping(mesh: Weak<Mesh>, every: Duration) {
     let mut last = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_secs(1));
+        // `close` unparks it, so a stop never waits out the second.
+        std::thread::park_timeout(Duration::from_secs(1));
         let Some(m) = mesh.upgrade() else { return };
         if m.closed.load(Ordering::SeqCst) {
             return;
