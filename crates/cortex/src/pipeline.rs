@@ -34,7 +34,7 @@ use capsule_models::{Embedder, ModelError};
 use capsule_policy::approvals::{release_record, Approval, ApprovalQueue, ApprovalRequest};
 use capsule_policy::engine::{decision_record, evaluate};
 use capsule_policy::{
-    Affect, Assessment, Decision, DecisionRequest, Lane, Outcome, PolicyEngine, PolicyError,
+    Affect, Assessment, Decision, DecisionRequest, Lane, PolicyEngine, PolicyError,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -453,10 +453,6 @@ fn pause_point(name: &str) {
 /// The glyph id of a text: `t_` and the first 16 hex digits of its BLAKE3.
 pub fn glyph_of(text: &str) -> String {
     format!("t_{}", &blake3::hash(text.as_bytes()).to_hex()[..16])
-}
-
-fn allowed(outcome: Outcome) -> bool {
-    matches!(outcome, Outcome::Approved | Outcome::AutoApproved)
 }
 
 impl Cortex {
@@ -899,7 +895,7 @@ impl Cortex {
                 return Err(self.hold(queue, &request, &decision, summary, decision_entry, args));
             }
         }
-        if !allowed(decision.outcome) {
+        if !decision.outcome.allows() {
             let receipt = self.append(decision_entry)?;
             return Err(CortexError::Refused {
                 decision: Box::new(summary),

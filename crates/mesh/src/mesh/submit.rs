@@ -12,10 +12,7 @@ struct Decided {
 
 impl Decided {
     fn allowed(&self) -> bool {
-        matches!(
-            self.decision.outcome,
-            Outcome::Approved | Outcome::AutoApproved
-        )
+        self.decision.outcome.allows()
     }
 
     fn record(&self, task: Value) -> Record {
